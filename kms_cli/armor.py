@@ -1,0 +1,107 @@
+"""ASCII armor for ciphertexts: a PEM-like block of base64 lines, streamed in constant memory."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+
+from kms_cli.errors import IntegrityError
+
+BEGIN = b"-----BEGIN KMS-CLI ENCRYPTED FILE-----"
+END = b"-----END KMS-CLI ENCRYPTED FILE-----"
+LINE = 64  # characters per base64 line
+_BLOCK = 48 * 1024  # bytes of binary per write batch (a multiple of 48 = one 64-char line)
+
+
+class ArmorWriter(io.RawIOBase):
+    """A binary sink that base64-armors everything written to it into `dst`."""
+
+    def __init__(self, dst):
+        self.dst = dst
+        self.buf = bytearray()
+        self.dst.write(BEGIN + b"\n")
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        self.buf += b
+        if len(self.buf) >= _BLOCK:
+            n = len(self.buf) - len(self.buf) % 48
+            self._emit(bytes(self.buf[:n]))
+            del self.buf[:n]
+        return len(b)
+
+    def _emit(self, data: bytes) -> None:
+        text = base64.b64encode(data)
+        self.dst.write(b"".join(text[i : i + LINE] + b"\n" for i in range(0, len(text), LINE)))
+
+    def finish(self) -> None:
+        if self.buf:
+            self._emit(bytes(self.buf))
+            self.buf.clear()
+        self.dst.write(END + b"\n")
+
+
+class ArmorReader(io.RawIOBase):
+    """Decodes an armored block from `src` (positioned after the BEGIN line) as a binary stream.
+
+    Strict, like age: lines of exactly 64 characters except the last, canonical
+    padding, nothing but whitespace after the END line.
+    """
+
+    def __init__(self, src):
+        self.src = src
+        self.pending = b""
+        self.done = False
+        self.short_seen = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while len(self.pending) < len(b) and not self.done:
+            self._fill()
+        n = min(len(b), len(self.pending))
+        b[:n] = self.pending[:n]
+        self.pending = self.pending[n:]
+        return n
+
+    def _fill(self) -> None:
+        lines = []
+        for _ in range(1024):
+            line = self.src.readline(LINE + 4)
+            if not line:
+                raise IntegrityError("armored input is truncated: no END line")
+            stripped = line.rstrip(b"\r\n")
+            if stripped == END:
+                rest = self.src.read(1 << 16)
+                while rest:
+                    if rest.strip():
+                        raise IntegrityError("unexpected data after the armor END line")
+                    rest = self.src.read(1 << 16)
+                self.done = True
+                break
+            if self.short_seen or len(stripped) > LINE or not stripped:
+                raise IntegrityError("malformed armored input")
+            if len(stripped) < LINE:
+                self.short_seen = True
+            lines.append(stripped)
+        if lines:
+            try:
+                self.pending += base64.b64decode(b"".join(lines), validate=True)
+            except (binascii.Error, ValueError):
+                raise IntegrityError("malformed armored input") from None
+
+
+def open_input(src):
+    """Return a binary stream of the ciphertext in `src`, de-armoring it when armored."""
+    reader = src if hasattr(src, "peek") else io.BufferedReader(src, 1 << 20)
+    first = reader.peek(len(BEGIN))[: len(BEGIN)]
+    if first.startswith(b"-----BEGIN"):
+        line = reader.readline(len(BEGIN) + 4).rstrip(b"\r\n")
+        if line != BEGIN:
+            raise IntegrityError("not a kms-cli armored ciphertext")
+        return io.BufferedReader(ArmorReader(reader), 1 << 20)
+    return reader

@@ -1,0 +1,66 @@
+"""Key and secret names and namespaces (spec section 3)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from kms_cli.errors import UsageError
+
+_SEGMENT = re.compile(r"[A-Za-z0-9._-]+\Z")
+MAX_LEN = 256
+
+
+def validate(name: str, what: str = "name") -> str:
+    """Return `name` if it is a valid path of segments, else raise UsageError (exit 2)."""
+    if not name:
+        raise UsageError(f"{what} must not be empty")
+    if len(name) > MAX_LEN:
+        raise UsageError(f"{what} is longer than {MAX_LEN} characters")
+    if name.startswith("/"):
+        raise UsageError(f"invalid {what} {name!r}: it must not start with '/'")
+    for seg in name.split("/"):
+        if seg in ("", ".", ".."):
+            raise UsageError(f"invalid {what} {name!r}: empty, '.' and '..' segments are not allowed")
+        if not _SEGMENT.match(seg):
+            raise UsageError(
+                f"invalid {what} {name!r}",
+                hint="names are segments of letters, digits, '.', '_' and '-' joined by '/'",
+            )
+    return name
+
+
+@dataclass(frozen=True)
+class Namespace:
+    """Scopes names: `full()` maps a user's name in, `relative()` maps a stored name out."""
+
+    prefix: str = ""
+
+    @classmethod
+    def parse(cls, ns: str | None) -> "Namespace":
+        ns = (ns or "").strip()
+        if ns.endswith("/"):
+            ns = ns[:-1]
+        if not ns:
+            return cls("")
+        return cls(validate(ns, "namespace"))
+
+    def full(self, name: str) -> str:
+        validate(name)
+        full = f"{self.prefix}/{name}" if self.prefix else name
+        if len(full) > MAX_LEN:
+            raise UsageError(f"name is longer than {MAX_LEN} characters with its namespace")
+        return full
+
+    def contains(self, full: str) -> bool:
+        return not self.prefix or full.startswith(self.prefix + "/")
+
+    def relative(self, full: str) -> str:
+        return full[len(self.prefix) + 1 :] if self.prefix else full
+
+    def like_pattern(self) -> str:
+        """A SQL LIKE pattern matching every name inside the namespace (escape char `\\`)."""
+        if not self.prefix:
+            return "%"
+        esc = self.prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return esc + "/%"

@@ -1,0 +1,69 @@
+"""The master key source interface: seal and unseal a vault's 32-byte root key.
+
+A source is addressed by a URI (spec section 2). It knows nothing about keys,
+secrets or the store: it only wraps and unwraps the root key, binding the vault
+id as associated data (or encryption context) wherever its service allows.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Protocol
+
+
+@dataclass
+class SourceOptions:
+    """What a source may need from the invocation, injected by the vault layer.
+
+    `passphrase_file` and `prompt` serve the passphrase source; `create_key`
+    lets `init --create-key` create a missing key object (PKCS#11); `timeout`
+    and `retries` bound every remote call (KMS_CLI_TIMEOUT, KMS_CLI_RETRIES).
+    """
+
+    passphrase_file: Optional[str] = None
+    prompt: Optional[Callable[[str, bool], str]] = None  # (label, confirm) -> passphrase
+    create_key: bool = False
+    timeout: float = 10.0
+    retries: int = 3
+    environ: dict = field(default_factory=dict)
+
+
+def encode_context(context: dict[str, str]) -> bytes:
+    """Canonical bytes of an encryption context, for sources that take AAD bytes."""
+    return json.dumps(context, sort_keys=True, separators=(",", ":")).encode()
+
+
+class MasterKeySource(Protocol):
+    """A master key source. Implementations live one per module in this package.
+
+    Attributes:
+      scheme: the URI scheme it serves (`env`, `passphrase`, `aws-kms`, ...).
+      uri: the canonical URI stored in the slot (no secrets in it).
+    """
+
+    scheme: str
+    uri: str
+
+    def wrap(self, key: bytes, context: dict[str, str]) -> bytes:
+        """Seal `key` (the 32-byte root key) bound to `context`.
+
+        Returns: an opaque blob stored in the slot.
+        Raises: UnlockError (denied), UnavailableError (unreachable), NotFoundError.
+        """
+
+    def unwrap(self, blob: bytes, context: dict[str, str]) -> bytes:
+        """Unseal a blob made by `wrap` with the same context.
+
+        Raises: UnlockError when the blob does not open (wrong key, tampered,
+        other vault), UnavailableError, NotFoundError.
+        """
+
+    def is_configured(self) -> bool:
+        """False when this environment cannot even try this source (variable unset)."""
+
+    def masked_uri(self) -> str:
+        """The URI as shown to users, with any secret part masked."""
+
+    def secret_env_vars(self) -> list[str]:
+        """Environment variables holding this source's secrets, removed from `exec` children."""

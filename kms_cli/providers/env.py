@@ -1,0 +1,80 @@
+"""`env:VAR`: the root key sealed under a 32-byte key held in an environment variable."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from dataclasses import dataclass
+
+from kms_cli.crypto import chunked
+from kms_cli.errors import IntegrityError, NotFoundError, UnlockError, UsageError
+from kms_cli.providers.base import SourceOptions, encode_context
+
+DEFAULT_VAR = "KMS_CLI_MASTER_KEY"
+_LABEL = b"kms-cli/slot/env/v1\x00"
+
+
+def parse_key(text: str, var: str) -> bytes:
+    """32 bytes from 64 hex characters or base64 (standard or URL-safe)."""
+    text = text.strip()
+    if len(text) == 64:
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            pass
+    try:
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_" if ("-" in text or "_" in text) else None, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise UsageError(
+            f"{var} must hold 32 bytes as 64 hex characters or base64",
+            hint="generate one with `kms-cli master generate`",
+        )
+    return raw
+
+
+@dataclass
+class EnvSource:
+    var: str
+    environ: dict
+    scheme = "env"
+
+    @property
+    def uri(self) -> str:
+        return f"env:{self.var}"
+
+    def _key(self) -> bytes:
+        value = self.environ.get(self.var)
+        if not value:
+            raise NotFoundError(
+                f"master key variable {self.var} is not set",
+                hint="generate a key with `kms-cli master generate` and export it as " + self.var,
+            )
+        return parse_key(value, self.var)
+
+    def wrap(self, key: bytes, context: dict[str, str]) -> bytes:
+        return chunked.seal(self._key(), key, _LABEL + encode_context(context))
+
+    def unwrap(self, blob: bytes, context: dict[str, str]) -> bytes:
+        try:
+            return chunked.open(self._key(), blob, _LABEL + encode_context(context))
+        except IntegrityError:
+            raise UnlockError(f"the key in {self.var} does not open this slot") from None
+
+    def is_configured(self) -> bool:
+        return bool(self.environ.get(self.var))
+
+    def masked_uri(self) -> str:
+        return self.uri
+
+    def secret_env_vars(self) -> list[str]:
+        return [self.var]
+
+
+def from_uri(uri: str, options: SourceOptions) -> EnvSource:
+    var = uri.partition(":")[2] or DEFAULT_VAR
+    if not var.replace("_", "a").isalnum() or var[0].isdigit():
+        raise UsageError(f"invalid environment variable name in source {uri!r}")
+    return EnvSource(var=var, environ=options.environ or dict(os.environ))

@@ -1,0 +1,331 @@
+"""SQLite storage: schema, migrations, transactions. It knows rows, not keys.
+
+Every command's writes happen in one `BEGIN IMMEDIATE` transaction, so a crash at
+any instant leaves the vault as it was before or after. WAL mode lets readers run
+beside one writer; the busy timeout makes concurrent writers queue, not fail.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from kms_cli.errors import AlreadyExistsError, IntegrityError, KmsError, NotFoundError, UnavailableError
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 60_000
+
+# Forward migrations: MIGRATIONS[n] brings a database from version n to n+1.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+    CREATE TABLE slots (
+        id INTEGER PRIMARY KEY,
+        uri TEXT NOT NULL,
+        blob BLOB NOT NULL,
+        tag BLOB NOT NULL,
+        created REAL NOT NULL,
+        last_used REAL
+    );
+    CREATE TABLE keys (
+        name TEXT PRIMARY KEY,
+        algorithm TEXT NOT NULL,
+        state TEXT NOT NULL,
+        state_before TEXT,
+        description TEXT,
+        labels TEXT NOT NULL DEFAULT '{}',
+        rotate_every INTEGER,
+        next_rotation REAL,
+        primary_version INTEGER NOT NULL,
+        created REAL NOT NULL,
+        updated REAL NOT NULL,
+        destroy_at REAL
+    );
+    CREATE TABLE key_versions (
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        material BLOB,
+        public BLOB,
+        fingerprint TEXT,
+        created REAL NOT NULL,
+        superseded REAL,
+        grace_until REAL,
+        revoked REAL,
+        revoke_reason TEXT,
+        destroyed REAL,
+        PRIMARY KEY (name, version)
+    );
+    CREATE INDEX key_versions_fp ON key_versions (fingerprint);
+    CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        last_version INTEGER NOT NULL,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    );
+    CREATE TABLE secret_versions (
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        value BLOB NOT NULL,
+        created REAL NOT NULL,
+        expires REAL,
+        tags TEXT NOT NULL DEFAULT '{}',
+        PRIMARY KEY (name, version)
+    );
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY,
+        time TEXT NOT NULL,
+        entry TEXT NOT NULL,
+        op TEXT NOT NULL,
+        target TEXT,
+        mac TEXT NOT NULL
+    );
+    CREATE INDEX audit_time ON audit (time);
+    CREATE TABLE audit_head (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, mac TEXT NOT NULL, seal TEXT NOT NULL);
+    CREATE TABLE unlock_failures (id INTEGER PRIMARY KEY CHECK (id = 1), count INTEGER NOT NULL, first REAL NOT NULL, last REAL NOT NULL, slots TEXT NOT NULL);
+    """,
+]
+
+
+def _secure_create(path: str) -> None:
+    """Create an empty file readable by its owner only, failing if it exists."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.close(fd)
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    old = os.umask(0o077)  # -wal and -shm are created 0600 as well
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except sqlite3.DatabaseError as exc:
+        raise IntegrityError(f"the vault file {path} is not a kms-cli vault or is damaged") from exc
+    finally:
+        os.umask(old)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+class Store:
+    """One vault file. Use `write()` for a transaction that changes rows, `read()` for a snapshot."""
+
+    def __init__(self, path: str, conn: sqlite3.Connection):
+        self.path = path
+        self.conn = conn
+        self._depth = 0
+
+    # -- opening -------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str, *, force: bool = False) -> "Store":
+        parent = os.path.dirname(os.path.abspath(path))
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+        if os.path.exists(path):
+            if not force:
+                raise AlreadyExistsError(f"a vault already exists at {path}", hint="pass --force to replace it")
+            for suffix in ("", "-wal", "-shm"):
+                try:
+                    os.unlink(path + suffix)
+                except FileNotFoundError:
+                    pass
+        _secure_create(path)
+        store = cls(path, _connect(path))
+        store.migrate()
+        return store
+
+    @classmethod
+    def open(cls, path: str) -> "Store":
+        if not os.path.exists(path):
+            raise NotFoundError(f"no vault at {path}", hint="create one with `kms-cli init`")
+        if not os.access(path, os.R_OK):
+            raise UnavailableError(f"the vault file {path} is not readable")
+        store = cls(path, _connect(path))
+        try:
+            version = store.schema_version()
+        except sqlite3.DatabaseError as exc:
+            raise IntegrityError(f"the vault file {path} is not a kms-cli vault or is damaged") from exc
+        if version > SCHEMA_VERSION:
+            raise KmsError(f"the vault was written by a newer kms-cli (schema {version})", hint="upgrade kms-cli")
+        if version < SCHEMA_VERSION:
+            store.migrate()
+        return store
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def schema_version(self) -> int:
+        return self.conn.execute("PRAGMA user_version").fetchone()[0]
+
+    def migrate(self) -> None:
+        with self.write():
+            version = self.schema_version()
+            for n in range(version, SCHEMA_VERSION):
+                for stmt in MIGRATIONS[n].split(";"):
+                    if stmt.strip():
+                        self.conn.execute(stmt)
+            self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # -- transactions --------------------------------------------------------
+    @contextmanager
+    def write(self) -> Iterator["Store"]:
+        """One write transaction (nested calls join the outer one)."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self
+            finally:
+                self._depth -= 1
+            return
+        self._exec_txn("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield self
+        except BaseException:
+            self._depth = 0
+            self.conn.execute("ROLLBACK")
+            raise
+        self._depth = 0
+        self._exec_txn("COMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator["Store"]:
+        if self._depth:
+            yield self
+            return
+        self.conn.execute("BEGIN")
+        self._depth = 1
+        try:
+            yield self
+        finally:
+            self._depth = 0
+            self.conn.execute("COMMIT")
+
+    def _exec_txn(self, sql: str) -> None:
+        try:
+            self.conn.execute(sql)
+        except sqlite3.OperationalError as exc:
+            raise UnavailableError(f"the vault is busy or not writable: {exc}") from exc
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._depth > 0
+
+    # -- generic helpers -----------------------------------------------------
+    def one(self, sql: str, params: tuple = ()) -> sqlite3.Row | None:
+        return self.conn.execute(sql, params).fetchone()
+
+    def all(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        return self.conn.execute(sql, params).fetchall()
+
+    def run(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+    # -- meta ----------------------------------------------------------------
+    def get_meta(self, k: str) -> str | None:
+        row = self.one("SELECT v FROM meta WHERE k = ?", (k,))
+        return row[0] if row else None
+
+    def set_meta(self, k: str, v: str) -> None:
+        self.run("INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v", (k, v))
+
+    # -- slots ---------------------------------------------------------------
+    def slots(self) -> list[sqlite3.Row]:
+        return self.all("SELECT * FROM slots ORDER BY id")
+
+    def add_slot(self, uri: str, blob: bytes, tag: bytes, created: float) -> int:
+        cur = self.run("INSERT INTO slots (uri, blob, tag, created) VALUES (?, ?, ?, ?)", (uri, blob, tag, created))
+        return cur.lastrowid
+
+    def next_slot_id(self) -> int:
+        return (self.one("SELECT COALESCE(MAX(id), 0) FROM slots")[0] or 0) + 1
+
+    def insert_slot(self, slot_id: int, uri: str, blob: bytes, tag: bytes, created: float) -> None:
+        self.run("INSERT INTO slots (id, uri, blob, tag, created) VALUES (?, ?, ?, ?, ?)", (slot_id, uri, blob, tag, created))
+
+    def update_slot(self, slot_id: int, blob: bytes, tag: bytes) -> None:
+        self.run("UPDATE slots SET blob = ?, tag = ? WHERE id = ?", (blob, tag, slot_id))
+
+    def touch_slot(self, slot_id: int, when: float) -> None:
+        self.run("UPDATE slots SET last_used = ? WHERE id = ?", (when, slot_id))
+
+    def remove_slot(self, slot_id: int) -> None:
+        self.run("DELETE FROM slots WHERE id = ?", (slot_id,))
+
+    # -- keys ----------------------------------------------------------------
+    def key(self, name: str) -> sqlite3.Row | None:
+        return self.one("SELECT * FROM keys WHERE name = ?", (name,))
+
+    def keys(self, like: str = "%") -> list[sqlite3.Row]:
+        return self.all("SELECT * FROM keys WHERE name LIKE ? ESCAPE '\\' ORDER BY name", (like,))
+
+    def insert_key(self, **row: Any) -> None:
+        cols = ", ".join(row)
+        self.run(f"INSERT INTO keys ({cols}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
+
+    def update_key(self, name: str, **changes: Any) -> None:
+        sets = ", ".join(f"{c} = ?" for c in changes)
+        self.run(f"UPDATE keys SET {sets} WHERE name = ?", (*changes.values(), name))
+
+    def key_version(self, name: str, version: int) -> sqlite3.Row | None:
+        return self.one("SELECT * FROM key_versions WHERE name = ? AND version = ?", (name, version))
+
+    def key_versions(self, name: str) -> list[sqlite3.Row]:
+        return self.all("SELECT * FROM key_versions WHERE name = ? ORDER BY version", (name,))
+
+    def key_versions_by_fingerprint(self, fingerprint: str) -> list[sqlite3.Row]:
+        return self.all("SELECT * FROM key_versions WHERE fingerprint = ? ORDER BY name, version", (fingerprint,))
+
+    def insert_key_version(self, **row: Any) -> None:
+        cols = ", ".join(row)
+        self.run(f"INSERT INTO key_versions ({cols}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
+
+    def update_key_version(self, name: str, version: int, **changes: Any) -> None:
+        sets = ", ".join(f"{c} = ?" for c in changes)
+        self.run(f"UPDATE key_versions SET {sets} WHERE name = ? AND version = ?", (*changes.values(), name, version))
+
+    def all_key_versions(self) -> list[sqlite3.Row]:
+        return self.all("SELECT * FROM key_versions ORDER BY name, version")
+
+    # -- secrets -------------------------------------------------------------
+    def secret(self, name: str) -> sqlite3.Row | None:
+        return self.one("SELECT * FROM secrets WHERE name = ?", (name,))
+
+    def secrets(self, like: str = "%") -> list[sqlite3.Row]:
+        return self.all(
+            "SELECT * FROM secrets WHERE deleted = 0 AND name LIKE ? ESCAPE '\\' ORDER BY name", (like,)
+        )
+
+    def upsert_secret(self, name: str, last_version: int, when: float) -> None:
+        self.run(
+            "INSERT INTO secrets (name, last_version, deleted, created, updated) VALUES (?, ?, 0, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET last_version = excluded.last_version, deleted = 0, updated = excluded.updated",
+            (name, last_version, when, when),
+        )
+
+    def insert_secret_version(self, **row: Any) -> None:
+        cols = ", ".join(row)
+        self.run(f"INSERT INTO secret_versions ({cols}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
+
+    def secret_version(self, name: str, version: int) -> sqlite3.Row | None:
+        return self.one("SELECT * FROM secret_versions WHERE name = ? AND version = ?", (name, version))
+
+    def secret_versions(self, name: str) -> list[sqlite3.Row]:
+        return self.all("SELECT * FROM secret_versions WHERE name = ? ORDER BY version", (name,))
+
+    def all_secret_versions(self) -> list[sqlite3.Row]:
+        return self.all("SELECT * FROM secret_versions ORDER BY name, version")
+
+    def update_secret_value(self, name: str, version: int, value: bytes) -> None:
+        self.run("UPDATE secret_versions SET value = ? WHERE name = ? AND version = ?", (value, name, version))
+
+    def delete_secret(self, name: str, when: float) -> None:
+        """Remove every version; the row stays as a tombstone so version numbers never repeat."""
+        self.run("DELETE FROM secret_versions WHERE name = ?", (name,))
+        self.run("UPDATE secrets SET deleted = 1, updated = ? WHERE name = ?", (when, name))

@@ -1,0 +1,162 @@
+"""Secrets policy: versioned values, TTLs and tags; every value sealed and bound to name and version."""
+
+from __future__ import annotations
+
+import json
+
+from kms_cli import durations
+from kms_cli.errors import NotFoundError, StateError
+from kms_cli.secretvalue import SecretValue
+
+MAX_VALUE = 1 << 20  # 1 MiB: a secret, not a file (use `encrypt` for files)
+
+
+def _current(vault, full: str, name: str, version: int | None):
+    srow = vault.store.secret(full)
+    if srow is None or (srow["deleted"] and version is None):
+        raise NotFoundError(f"no secret named {name!r}")
+    if version is None:
+        version = srow["last_version"]
+    row = vault.store.secret_version(full, version)
+    if row is None:
+        raise NotFoundError(f"secret {name!r} has no version {version}")
+    return row
+
+
+def put(vault, name: str, value: bytes, ttl: int | None, tags: dict[str, str] | None) -> dict:
+    from kms_cli.errors import UsageError
+
+    if len(value) > MAX_VALUE:
+        raise UsageError(f"the value is larger than {MAX_VALUE} bytes", hint="store files with `kms-cli encrypt`")
+    full = vault.ns.full(name)
+    with vault.operation("secret.put", full) as rec:
+        rec.version = _put_row(vault, full, value, ttl, tags)
+        return {"name": name, "version": rec.version}
+
+
+def _put_row(vault, full: str, value: bytes, ttl: int | None, tags: dict[str, str] | None) -> int:
+    now = durations.now()
+    srow = vault.store.secret(full)
+    version = (srow["last_version"] if srow else 0) + 1
+    if tags is None:
+        prev = vault.store.secret_version(full, srow["last_version"]) if srow and not srow["deleted"] else None
+        tags = json.loads(prev["tags"]) if prev else {}
+    vault.store.insert_secret_version(
+        name=full, version=version, value=vault.seal_secret(full, version, value), created=now,
+        expires=now + ttl if ttl else None, tags=json.dumps(tags, sort_keys=True),
+    )
+    vault.store.upsert_secret(full, version, now)
+    return version
+
+
+def get(vault, name: str, version: int | None = None, op: str = "secret.get") -> tuple[int, SecretValue]:
+    full = vault.ns.full(name)
+    with vault.operation(op, full, version, write=False) as rec:
+        row = _current(vault, full, name, version)
+        rec.version = row["version"]
+        return row["version"], _open(vault, row, name)
+
+
+def _open(vault, row, name: str) -> SecretValue:
+    if row["expires"] is not None and row["expires"] <= durations.now():
+        raise StateError(f"secret {name!r} version {row['version']} expired at {durations.rfc3339(row['expires'])}",
+                         hint="put a new value with `kms-cli secret put`")
+    return SecretValue(vault.open_secret(row["name"], row["version"], row["value"]))
+
+
+def get_many(vault, names: list[str], op: str, versions: dict[str, int] | None = None) -> dict[str, SecretValue]:
+    """Several secrets read as one audited operation (exec, env, inject); all or nothing."""
+    versions = versions or {}
+    fulls = [vault.ns.full(n) for n in names]
+    with vault.operation(op, ",".join(fulls) or None, write=False) as rec:
+        out = {}
+        for name, full in zip(names, fulls):
+            row = _current(vault, full, name, versions.get(name))
+            out[name] = _open(vault, row, name)
+        rec.extra = {"count": len(out)}
+        return out
+
+
+def all_names(vault) -> list[str]:
+    return [vault.ns.relative(r["name"]) for r in vault.store.secrets(vault.ns.like_pattern())]
+
+
+def _describe(vault, srow, vrow) -> dict:
+    now = durations.now()
+    return {
+        "name": vault.ns.relative(srow["name"]),
+        "version": vrow["version"],
+        "created": durations.rfc3339(srow["created"]),
+        "updated": durations.rfc3339(vrow["created"]),
+        "expires": durations.rfc3339(vrow["expires"]),
+        "expired": vrow["expires"] is not None and vrow["expires"] <= now,
+        "tags": json.loads(vrow["tags"]),
+    }
+
+
+def list_secrets(vault, tags: dict[str, str] | None = None) -> list[dict]:
+    with vault.operation("secret.list", vault.ns.prefix or None, write=False):
+        out = []
+        for srow in vault.store.secrets(vault.ns.like_pattern()):
+            vrow = vault.store.secret_version(srow["name"], srow["last_version"])
+            if vrow is None:
+                continue
+            d = _describe(vault, srow, vrow)
+            if tags and any(d["tags"].get(k) != v for k, v in tags.items()):
+                continue
+            out.append(d)
+        return out
+
+
+def history(vault, name: str) -> list[dict]:
+    full = vault.ns.full(name)
+    with vault.operation("secret.history", full, write=False):
+        srow = vault.store.secret(full)
+        if srow is None or srow["deleted"]:
+            raise NotFoundError(f"no secret named {name!r}")
+        now = durations.now()
+        return [
+            {"version": v["version"], "created": durations.rfc3339(v["created"]),
+             "expires": durations.rfc3339(v["expires"]),
+             "expired": v["expires"] is not None and v["expires"] <= now,
+             "current": v["version"] == srow["last_version"], "tags": json.loads(v["tags"])}
+            for v in vault.store.secret_versions(full)
+        ]
+
+
+def remove(vault, name: str) -> dict:
+    full = vault.ns.full(name)
+    with vault.operation("secret.rm", full) as rec:
+        srow = vault.store.secret(full)
+        if srow is None or srow["deleted"]:
+            raise NotFoundError(f"no secret named {name!r}")
+        rec.version = srow["last_version"]
+        count = len(vault.store.secret_versions(full))
+        vault.store.delete_secret(full, durations.now())
+        return {"name": name, "versions_removed": count}
+
+
+def import_items(vault, items: list[tuple[str, bytes]], ttl: int | None = None) -> list[dict]:
+    """Put every item in one transaction (a dotenv import lands whole or not at all)."""
+    fulls = [(vault.ns.full(k), k, v) for k, v in items]
+    with vault.operation("secret.import", vault.ns.prefix or None) as rec:
+        out = []
+        for full, name, value in fulls:
+            version = _put_row(vault, full, value, ttl, None)
+            vault.audit.append("secret.put", full, version)
+            out.append({"name": name, "version": version})
+        rec.extra = {"count": len(out)}
+        return out
+
+
+def export_all(vault) -> list[tuple[str, SecretValue]]:
+    with vault.operation("secret.export", vault.ns.prefix or None, write=False) as rec:
+        out = []
+        for srow in vault.store.secrets(vault.ns.like_pattern()):
+            vrow = vault.store.secret_version(srow["name"], srow["last_version"])
+            if vrow is None:
+                continue
+            name = vault.ns.relative(srow["name"])
+            out.append((name, _open(vault, vrow, name)))
+        rec.extra = {"count": len(out)}
+        return out

@@ -151,6 +151,8 @@ class Store:
             version = store.schema_version()
         except sqlite3.DatabaseError as exc:
             raise IntegrityError(f"the vault file {path} is not a kms-cli vault or is damaged") from exc
+        if version == 0:
+            raise IntegrityError(f"{path} is not a kms-cli vault")
         if version > SCHEMA_VERSION:
             raise KmsError(f"the vault was written by a newer kms-cli (schema {version})", hint="upgrade kms-cli")
         if version < SCHEMA_VERSION:

@@ -173,6 +173,9 @@ class Vault:
         committed on its own and the error propagates.
         """
         rec = OpRecord(op, target, version)
+        if not write and self._housekeeping_due():
+            with self.store.write():
+                self._housekeeping()
         try:
             if write:
                 with self.store.write():
@@ -191,6 +194,12 @@ class Vault:
             with self.store.write():
                 self._housekeeping()
                 self.audit.append(rec.op, rec.target, rec.version, extra=rec.extra or None)
+
+    def _housekeeping_due(self) -> bool:
+        return bool(self.store.one(
+            "SELECT EXISTS (SELECT 1 FROM unlock_failures) "
+            "OR EXISTS (SELECT 1 FROM keys WHERE state = 'destroy-scheduled' AND destroy_at <= ?)",
+            (durations.now(),))[0])
 
     def _housekeeping(self) -> None:
         """Work due whenever the vault is opened for writing: failed unlocks, destroy windows."""

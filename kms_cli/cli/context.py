@@ -1,0 +1,115 @@
+"""What every handler receives: resolved settings, the vault opener and the output channels."""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+
+from kms_cli import config
+from kms_cli.errors import UsageError
+
+
+class Ctx:
+    def __init__(self, flags: dict, environ=None):
+        self.environ = dict(os.environ if environ is None else environ)
+        self.flags = flags
+        self.json = bool(flags.get("json"))
+        self.quiet = bool(flags.get("quiet"))
+        self._settings = None
+        self.stdout = sys.stdout.buffer
+        self.stderr = sys.stderr
+
+    @property
+    def settings(self) -> config.Settings:
+        if self._settings is None:
+            self._settings = config.resolve(self.flags, self.environ)
+        return self._settings
+
+    @property
+    def no_color(self) -> bool:
+        return bool(self.flags.get("no_color")) or "NO_COLOR" in self.environ
+
+    # -- the vault -----------------------------------------------------------
+    def source_options(self, *, create_key: bool = False):
+        from kms_cli.providers.base import SourceOptions
+
+        s = self.settings
+        return SourceOptions(
+            passphrase_file=s.passphrase_file,
+            prompt=self._prompt if sys.stdin.isatty() else None,
+            create_key=create_key,
+            timeout=s.timeout,
+            retries=s.retries,
+            environ=self.environ,
+        )
+
+    def vault_options(self, **kw):
+        from kms_cli.names import Namespace
+        from kms_cli.vault import Options
+
+        s = self.settings
+        return Options(path=s.vault, namespace=Namespace.parse(s.namespace), unlock=s.unlock,
+                       source=self.source_options(**kw))
+
+    def open_vault(self):
+        from kms_cli.vault import Vault
+
+        return Vault.open(self.vault_options())
+
+    @contextmanager
+    def vault(self):
+        """`with ctx.vault() as vault:` opens (and unlocks) the vault around a command."""
+        v = self.open_vault()
+        try:
+            yield v
+        finally:
+            v.close()
+
+    def _prompt(self, label: str, confirm: bool) -> str:
+        import getpass
+
+        first = getpass.getpass(f"{label}: ")
+        if confirm:
+            again = getpass.getpass(f"{label} (again): ")
+            if again != first:
+                raise UsageError("the passphrases do not match")
+        return first
+
+    # -- output --------------------------------------------------------------
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            print(f"kms-cli: {message}", file=self.stderr)
+
+    def warn(self, message: str) -> None:
+        print(f"kms-cli: warning: {message}", file=self.stderr)
+
+    def emit_json(self, obj) -> None:
+        import json
+
+        self.stdout.write(json.dumps(obj, indent=2, sort_keys=False).encode() + b"\n")
+        self.stdout.flush()
+
+    def emit(self, obj, human) -> None:
+        """JSON with --json, else `human(obj)` (which may use rich through cli.output)."""
+        if self.json:
+            self.emit_json(obj)
+        else:
+            human(obj)
+
+    def parse_pairs(self, items, what: str) -> list[tuple[str, str]]:
+        out = []
+        for item in items or []:
+            k, eq, v = item.partition("=")
+            if not eq or not k:
+                raise UsageError(f"invalid {what} {item.split('=', 1)[0]!r}: expected K=V")
+            out.append((k, v))
+        return out
+
+    def parse_map(self, items, what: str) -> dict[str, str]:
+        out = {}
+        for k, v in self.parse_pairs(items, what):
+            if k in out:
+                raise UsageError(f"{what} {k!r} given twice")
+            out[k] = v
+        return out

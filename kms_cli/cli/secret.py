@@ -1,0 +1,135 @@
+"""Handlers for `secret ...`: values come from stdin, a file or a hidden prompt, never argv."""
+
+from __future__ import annotations
+
+import base64
+import sys
+
+from kms_cli import fileio
+from kms_cli.cli import output
+from kms_cli.durations import parse_duration
+from kms_cli.errors import UsageError
+
+
+def _read_value(ctx, from_file: str | None) -> bytes:
+    if from_file:
+        return fileio.read_input(from_file)
+    if sys.stdin.isatty():
+        import getpass
+
+        first = getpass.getpass("value: ")
+        if getpass.getpass("value (again): ") != first:
+            raise UsageError("the values do not match")
+        return first.encode()
+    return sys.stdin.buffer.read()
+
+
+def put(ctx, name, from_file, ttl, tag) -> int:
+    from kms_cli.vault import secrets
+
+    seconds = parse_duration(ttl) if ttl else None
+    tags = ctx.parse_map(tag, "tag") if tag else None
+    value = _read_value(ctx, from_file)
+    with ctx.vault() as vault:
+        info = secrets.put(vault, name, value, seconds, tags)
+    ctx.emit(info, lambda i: ctx.info(f"stored {i['name']} version {i['version']}"))
+    return 0
+
+
+def get(ctx, name, version, op: str = "secret.get") -> int:
+    from kms_cli.vault import secrets
+
+    with ctx.vault() as vault:
+        got_version, value = secrets.get(vault, name, version, op=op)
+    raw = value.reveal()
+    if ctx.json:
+        doc = {"name": name, "version": got_version}
+        try:
+            doc["value"] = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            doc["value_b64"] = base64.b64encode(raw).decode()
+        ctx.emit_json(doc)
+    else:
+        ctx.stdout.write(raw)
+    return 0
+
+
+def list_(ctx, tag) -> int:
+    from kms_cli.vault import secrets
+
+    tags = ctx.parse_map(tag, "tag")
+    with ctx.vault() as vault:
+        items = secrets.list_secrets(vault, tags)
+    ctx.emit(items, lambda items: output.table(
+        ctx, ["NAME", "VERSION", "UPDATED", "EXPIRES", "TAGS"],
+        [[s["name"], s["version"], s["updated"], (s["expires"] or "") + (" (expired)" if s["expired"] else ""),
+          ",".join(f"{k}={v}" for k, v in s["tags"].items())] for s in items],
+        empty="no secrets"))
+    return 0
+
+
+def history(ctx, name) -> int:
+    from kms_cli.vault import secrets
+
+    with ctx.vault() as vault:
+        items = secrets.history(vault, name)
+    ctx.emit(items, lambda items: output.table(
+        ctx, ["VERSION", "CREATED", "EXPIRES", "CURRENT"],
+        [[h["version"], h["created"], (h["expires"] or "") + (" (expired)" if h["expired"] else ""),
+          "*" if h["current"] else ""] for h in items]))
+    return 0
+
+
+def rm(ctx, name) -> int:
+    from kms_cli.vault import secrets
+
+    with ctx.vault() as vault:
+        info = secrets.remove(vault, name)
+    ctx.emit(info, lambda i: ctx.info(f"removed {i['name']} ({i['versions_removed']} versions)"))
+    return 0
+
+
+def import_(ctx, file) -> int:
+    from kms_cli import dotenv
+    from kms_cli.vault import secrets
+
+    raw = fileio.read_input(file)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError("the dotenv file is not UTF-8") from None
+    items = [(k, v.encode()) for k, v in dotenv.parse(text)]
+    with ctx.vault() as vault:
+        done = secrets.import_items(vault, items)
+    ctx.emit(done, lambda d: ctx.info(f"imported {len(d)} secrets"))
+    return 0
+
+
+def export(ctx, format, output) -> int:  # noqa: A002
+    import json
+
+    from kms_cli import dotenv
+    from kms_cli.vault import secrets
+
+    with ctx.vault() as vault:
+        items = secrets.export_all(vault)
+        if format == "json" or ctx.json:
+            doc = {}
+            for name, value in items:
+                raw = value.reveal()
+                try:
+                    doc[name] = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise UsageError(f"secret {name!r} is not UTF-8 text; JSON export needs text values") from None
+            data = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+        else:
+            pairs = []
+            for name, value in items:
+                try:
+                    pairs.append((name, value.reveal().decode("utf-8")))
+                except UnicodeDecodeError:
+                    raise UsageError(f"secret {name!r} is not UTF-8 text; dotenv export needs text values") from None
+            data = dotenv.serialize(pairs).encode()
+        with fileio.atomic_output(output) as dst:
+            dst.write(data)
+    return 0

@@ -1,0 +1,152 @@
+"""The command table: the one source of truth for every command, option and help text.
+
+Both the fast parser (`parse.py`, used to run commands without importing Typer)
+and the Typer app (`typer_app.py`: help, completion, man page) are built from it.
+Handlers are named as "module:function" and imported only when their command runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Opt:
+    flags: tuple[str, ...]
+    dest: str
+    help: str
+    kind: str = "str"  # str | int | flag | multi (repeatable str)
+    metavar: str | None = None
+    default: object = None
+    choices: tuple[str, ...] | None = None
+    required: bool = False
+    envvar: str | None = None
+
+
+@dataclass(frozen=True)
+class Arg:
+    dest: str
+    help: str
+    required: bool = True
+    rest: bool = False  # collects every remaining token (exec's CMD [ARGS...])
+    metavar: str | None = None
+
+
+@dataclass(frozen=True)
+class Cmd:
+    path: tuple[str, ...]
+    help: str
+    handler: str
+    opts: tuple[Opt, ...] = ()
+    args: tuple[Arg, ...] = ()
+    extra_arg_hint: str | None = None  # said when too many positionals are given
+    epilog: str | None = None
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    help: str
+
+
+GLOBAL_OPTS = (
+    Opt(("--vault",), "vault", "Vault file (a SQLite database).", metavar="PATH", envvar="KMS_CLI_VAULT"),
+    Opt(("--namespace",), "namespace", "Scope every name to this namespace.", metavar="NS", envvar="KMS_CLI_NAMESPACE"),
+    Opt(("--json",), "json", "Machine output: one JSON document on stdout.", kind="flag"),
+    Opt(("--unlock",), "unlock", "Unlock with this slot's source instead of trying slots in order.",
+        metavar="SOURCE", envvar="KMS_CLI_UNLOCK"),
+    Opt(("--passphrase-file",), "passphrase_file", "Read a passphrase slot's passphrase from this file.",
+        metavar="F"),
+    Opt(("--quiet", "-q"), "quiet", "No informational output on stderr.", kind="flag"),
+    Opt(("--no-color",), "no_color", "Plain output (also NO_COLOR).", kind="flag"),
+)
+
+GROUPS = (
+    Group("key", "Create, rotate, revoke and destroy keys."),
+    Group("secret", "Store and read versioned secrets."),
+    Group("master", "Master key sources (slots) that seal the vault's root key."),
+)
+
+_CTX = Opt(("--context",), "context", "Associated context K=V, bound into the ciphertext (repeatable).",
+           kind="multi", metavar="K=V")
+_IN = Opt(("-i", "--in"), "input", "Input file ('-' for stdin).", metavar="IN", default="-")
+_OUT = Opt(("-o", "--out"), "output", "Output file ('-' for stdout).", metavar="OUT", default="-")
+_NAME_KEY = Arg("name", "Key name.", metavar="NAME")
+_NAME_SECRET = Arg("name", "Secret name.", metavar="NAME")
+_VERSION = Opt(("--version",), "version", "A specific version.", kind="int", metavar="N")
+
+COMMANDS = (
+    # -- vault ---------------------------------------------------------------
+    Cmd(("init",), "Create a new vault sealed by a master key source.", "kms_cli.cli.vault_cmds:init",
+        opts=(Opt(("--master-key",), "master_key", "Master key source URI (default env:KMS_CLI_MASTER_KEY).",
+                  metavar="SOURCE"),
+              Opt(("--force",), "force", "Replace an existing vault.", kind="flag"))),
+    Cmd(("master", "generate"), "Print a new random 32-byte master key as 64 hex characters.",
+        "kms_cli.cli.vault_cmds:master_generate"),
+    # -- keys ----------------------------------------------------------------
+    Cmd(("key", "create"), "Create a key.", "kms_cli.cli.key:create", args=(_NAME_KEY,),
+        opts=(Opt(("--algorithm",), "algorithm", "Key algorithm (default aes-256-gcm).", metavar="ALG",
+                  default="aes-256-gcm"),
+              Opt(("--rotate-every",), "rotate_every", "Rotation schedule, e.g. 90d or P90D.", metavar="DUR"),
+              Opt(("--description",), "description", "Free text.", metavar="TEXT"),
+              Opt(("--label",), "label", "Label K=V (repeatable).", kind="multi", metavar="K=V"))),
+    Cmd(("key", "list"), "List keys.", "kms_cli.cli.key:list_"),
+    Cmd(("key", "show"), "Show a key and every version's state (never material).", "kms_cli.cli.key:show",
+        args=(_NAME_KEY,)),
+    Cmd(("key", "rotate"), "Make a new primary version (or rotate every due key with --due).",
+        "kms_cli.cli.key:rotate", args=(Arg("name", "Key name.", required=False, metavar="NAME"),),
+        opts=(Opt(("--reason",), "reason", "scheduled, manual or compromise (revokes older versions).",
+                  metavar="REASON", default="manual", choices=("scheduled", "manual", "compromise")),
+              Opt(("--grace",), "grace", "Older versions stop decrypting after DUR.", metavar="DUR"),
+              Opt(("--due",), "due", "Rotate every key whose schedule has elapsed (for cron).", kind="flag"))),
+    Cmd(("key", "revoke"), "Revoke a version, or every version: it never encrypts or decrypts again.",
+        "kms_cli.cli.key:revoke", args=(_NAME_KEY,),
+        opts=(_VERSION, Opt(("--reason",), "reason", "Why (recorded).", metavar="TEXT", required=True))),
+    Cmd(("key", "disable"), "Suspend a key (reversible).", "kms_cli.cli.key:disable", args=(_NAME_KEY,)),
+    Cmd(("key", "enable"), "Resume a disabled key.", "kms_cli.cli.key:enable", args=(_NAME_KEY,)),
+    Cmd(("key", "destroy"), "Schedule deletion of a key's material (default after 7 days).",
+        "kms_cli.cli.key:destroy", args=(_NAME_KEY,),
+        opts=(Opt(("--after",), "after", "Destroy window, e.g. 7d.", metavar="DUR"),)),
+    Cmd(("key", "cancel-destroy"), "Cancel a scheduled destruction.", "kms_cli.cli.key:cancel_destroy",
+        args=(_NAME_KEY,)),
+    # -- data ----------------------------------------------------------------
+    Cmd(("encrypt",), "Encrypt a file or stream of any size.", "kms_cli.cli.data:encrypt",
+        opts=(Opt(("--key",), "key", "Key name.", metavar="NAME", required=True), _CTX, _IN, _OUT,
+              Opt(("--armor", "-a"), "armor", "Write a PEM-like text block.", kind="flag"))),
+    Cmd(("decrypt",), "Decrypt a ciphertext made by encrypt (binary or armored).", "kms_cli.cli.data:decrypt",
+        opts=(_CTX, _IN, _OUT)),
+    Cmd(("rewrap",), "Re-wrap a ciphertext to its key's current version (no plaintext written).",
+        "kms_cli.cli.data:rewrap", opts=(_IN, _OUT)),
+    Cmd(("datakey",), "Print a fresh data key and its ciphertext as JSON.", "kms_cli.cli.data:datakey",
+        opts=(Opt(("--key",), "key", "Key name.", metavar="NAME", required=True),)),
+    # -- secrets -------------------------------------------------------------
+    Cmd(("secret", "put"), "Store a new version of a secret (value from stdin or a hidden prompt).",
+        "kms_cli.cli.secret:put", args=(_NAME_SECRET,),
+        opts=(Opt(("--from-file",), "from_file", "Read the value from this file.", metavar="F"),
+              Opt(("--ttl",), "ttl", "The value expires after DUR.", metavar="DUR"),
+              Opt(("--tag",), "tag", "Tag K=V (repeatable).", kind="multi", metavar="K=V")),
+        extra_arg_hint="values are never read from the command line: pipe it on stdin, "
+                       "e.g. `printf %s \"$VALUE\" | kms-cli secret put NAME`, or use --from-file"),
+    Cmd(("secret", "get"), "Print a secret's value, byte for byte.", "kms_cli.cli.secret:get",
+        args=(_NAME_SECRET,), opts=(_VERSION,)),
+    Cmd(("secret", "list"), "List secrets (never values).", "kms_cli.cli.secret:list_",
+        opts=(Opt(("--tag",), "tag", "Only secrets with tag K=V (repeatable).", kind="multi", metavar="K=V"),)),
+    Cmd(("secret", "history"), "List a secret's versions.", "kms_cli.cli.secret:history", args=(_NAME_SECRET,)),
+    Cmd(("secret", "rm"), "Remove a secret (every version).", "kms_cli.cli.secret:rm", args=(_NAME_SECRET,)),
+    Cmd(("secret", "import"), "Import secrets from a dotenv file.", "kms_cli.cli.secret:import_",
+        args=(Arg("file", "Dotenv file ('-' for stdin).", metavar="FILE"),)),
+    Cmd(("secret", "export"), "Export every secret of the namespace.", "kms_cli.cli.secret:export",
+        opts=(Opt(("--format",), "format", "dotenv or json.", metavar="FORMAT", default="dotenv",
+                  choices=("dotenv", "json")), _OUT)),
+)
+
+
+def find(path: tuple[str, ...]) -> Cmd | None:
+    for c in COMMANDS:
+        if c.path == path:
+            return c
+    return None
+
+
+def group_names() -> set[str]:
+    return {c.path[0] for c in COMMANDS if len(c.path) > 1}

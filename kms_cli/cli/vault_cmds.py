@@ -1,0 +1,28 @@
+"""Handlers for vault-wide commands: init and master key generation."""
+
+from __future__ import annotations
+
+def init(ctx, master_key: str | None, force: bool) -> int:
+    from kms_cli.vault import Vault
+
+    source = master_key or "env:KMS_CLI_MASTER_KEY"
+    vault = Vault.create(ctx.vault_options(), source, force=force)
+    info = {"vault": ctx.settings.vault, "vault_id": vault.vault_id.hex(), "slot": 1,
+            "source": source}
+    if ctx.json:
+        ctx.emit_json(info)
+    else:
+        ctx.info(f"created vault {vault.vault_id.hex()} at {ctx.settings.vault} (slot 1: {source})")
+    return 0
+
+
+def master_generate(ctx) -> int:
+    from kms_cli.crypto.primitives import random_bytes
+
+    key = random_bytes(32).hex()
+    if ctx.json:
+        ctx.emit_json({"key": key})
+    else:
+        ctx.stdout.write(key.encode() + b"\n")
+    return 0
+

@@ -1,0 +1,645 @@
+"""Chunked streaming encryption: Cobblestone-256 and age's payload STREAM.
+
+Cobblestone-256 (c2sp.org/chunked-encryption with SHA-512 and AEAD_AES_256_GCM)::
+
+    key || base nonce || commitment = HKDF-Expand-SHA-512(prk = input key,
+        info = "c2sp.org/chunked-encryption@v1+AEAD_AES_256_GCM" || 0x00 || salt || context,
+        length = 32 + 12 + 32)
+    ciphertext = salt (24) || commitment (32) || AES-256-GCM chunks
+
+The plaintext is cut in 16 KiB chunks; the final chunk is always shorter than
+16 KiB (possibly empty), which is what marks the end of the message. Chunk i is
+sealed with nonce = base nonce XOR i (big-endian, 12 bytes wide) and empty AAD.
+Decryption checks the commitment (constant time) before touching any chunk and
+rejects truncation, extension and reordering: all of these end in
+`IntegrityError`.
+
+age STREAM (age.md, "Payload")::
+
+    payload = nonce (16) || ChaCha20-Poly1305 chunks of 64 KiB
+    payload key = HKDF-SHA-256(ikm = file key, salt = nonce, info = "payload")
+    chunk nonce = 11-byte big-endian counter || 0x01 for the final chunk, 0x00 before
+
+The final chunk may be a full 64 KiB but is never empty unless the whole
+payload is.
+
+Performance: the streaming functions read `src` in blocks of about 1 MiB with
+`readinto` into reused buffers, seal or open the chunks of each block with
+`encrypt_into` / `decrypt_into` straight into reused output buffers (no per-chunk
+allocation besides the 12-byte nonce), and write blocks strictly in order. With
+more than one thread, blocks are handed to a small pool of worker threads (the
+AEAD calls release the GIL) with a bounded number of blocks in flight, so memory
+stays constant whatever the input size. Inputs of at most one block are always
+processed inline. Decryption writes a chunk only once it has authenticated, and
+stops at the first failure having written exactly the authenticated prefix.
+
+Errors: anything wrong with a ciphertext (or a wrong key / key size at
+decryption time) raises `IntegrityError` with a short message; `ValueError` is
+only raised at encryption time for programming errors (bad key or salt size).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import mmap
+import os
+import sys
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+
+from kms_cli.crypto import primitives
+from kms_cli.errors import IntegrityError
+
+__all__ = [
+    "TAG",
+    "CHUNK_SIZE",
+    "SALT_SIZE",
+    "COMMITMENT_SIZE",
+    "HEADER_SIZE",
+    "KEY_SIZE",
+    "AGE_CHUNK_SIZE",
+    "AGE_NONCE_SIZE",
+    "AGE_FILE_KEY_SIZE",
+    "seal",
+    "open",
+    "encrypt_stream",
+    "decrypt_stream",
+    "age_encrypt_stream",
+    "age_decrypt_stream",
+    "ciphertext_size",
+    "default_threads",
+]
+
+TAG = 16
+
+# Cobblestone-256
+CHUNK_SIZE = 16384
+_CT_CHUNK = CHUNK_SIZE + TAG
+SALT_SIZE = 24
+COMMITMENT_SIZE = 32
+HEADER_SIZE = SALT_SIZE + COMMITMENT_SIZE
+KEY_SIZE = 32
+NONCE_SIZE = 12
+MAX_CHUNKS = 1 << 38
+AEAD_NAME = b"AEAD_AES_256_GCM"
+_INFO_PREFIX = b"c2sp.org/chunked-encryption@v1+" + AEAD_NAME + b"\x00"
+
+# age payload STREAM
+AGE_CHUNK_SIZE = 65536
+_AGE_CT_CHUNK = AGE_CHUNK_SIZE + TAG
+AGE_NONCE_SIZE = 16
+AGE_FILE_KEY_SIZE = 16
+_AGE_MAX_CHUNKS = 1 << 88  # 11-byte counter
+
+# Streaming geometry: chunks per block (one block = one worker task), ~1 MiB of plaintext.
+_COB_BLOCK_CHUNKS = 64
+_AGE_BLOCK_CHUNKS = 16
+# Blocks in flight per worker thread (bounds memory: about 2 MiB per block in flight).
+_DEPTH_PER_THREAD = 2
+_MAX_THREADS = 4
+
+_ERR_TRUNCATED = "ciphertext is truncated"
+_ERR_COMMITMENT = "key commitment mismatch: wrong key or context"
+_ERR_KEY_SIZE = "wrong key size"
+
+
+def default_threads() -> int:
+    """Worker threads used when `threads` is None: the usable CPUs, at most 4."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, _MAX_THREADS))
+
+
+def ciphertext_size(plaintext_size: int) -> int:
+    """Length of the Cobblestone-256 ciphertext of a message of `plaintext_size` bytes."""
+    return HEADER_SIZE + plaintext_size + (plaintext_size // CHUNK_SIZE + 1) * TAG
+
+
+# --------------------------------------------------------------------------
+# One-AEAD-call helpers (also what the AEAD vector tests exercise).
+
+
+def _seal_into(aead, nonce: bytes, data, aad, out) -> None:
+    """One AEAD seal of `data` into `out` (len(data) + TAG bytes), as the chunk loops do."""
+    aead.encrypt_into(nonce, data, aad, out)
+
+
+def _open_into(aead, nonce: bytes, data, aad, out) -> bool:
+    """One AEAD open of `data` into `out` (len(data) - TAG bytes); False if it does not authenticate.
+
+    `out` may hold garbage after a failure: never release it then.
+    """
+    try:
+        aead.decrypt_into(nonce, data, aad, out)
+    except InvalidTag:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------
+# Key schedules.
+
+
+def _derive(key: bytes, salt: bytes, context: bytes) -> tuple[bytes, bytes, bytes]:
+    """Cobblestone-256 key schedule: (AEAD key, base nonce, commitment)."""
+    okm = primitives.hkdf_expand(
+        bytes(key),
+        info=_INFO_PREFIX + bytes(salt) + bytes(context),
+        length=KEY_SIZE + NONCE_SIZE + COMMITMENT_SIZE,
+        hash_name="sha512",
+    )
+    return okm[:KEY_SIZE], okm[KEY_SIZE : KEY_SIZE + NONCE_SIZE], okm[KEY_SIZE + NONCE_SIZE :]
+
+
+class _Cobblestone:
+    __slots__ = ("aead", "base", "commitment")
+
+    def __init__(self, key: bytes, salt: bytes, context: bytes):
+        aead_key, base_nonce, self.commitment = _derive(key, salt, context)
+        self.aead = AESGCM(aead_key)
+        self.base = int.from_bytes(base_nonce, "big")
+
+
+def _age_aead(file_key: bytes, nonce: bytes) -> ChaCha20Poly1305:
+    payload_key = primitives.hkdf_sha256(bytes(file_key), salt=bytes(nonce), info=b"payload", length=32)
+    return ChaCha20Poly1305(payload_key)
+
+
+def _check_seal_key(key: bytes, size: int) -> None:
+    if not isinstance(key, (bytes, bytearray, memoryview)) or len(key) != size:
+        raise ValueError(f"key must be {size} bytes")
+
+
+def _check_open_key(key: bytes, size: int) -> None:
+    if not isinstance(key, (bytes, bytearray, memoryview)) or len(key) != size:
+        raise IntegrityError(_ERR_KEY_SIZE)
+
+
+# --------------------------------------------------------------------------
+# Block workers. A block is a contiguous run of chunks; `ins`/`outs` are the
+# views of its full chunks, `inmv`/`outmv` the whole block buffers. Each worker
+# returns (output bytes ready in outmv, error message or None); on error the
+# first `output bytes` of outmv are authenticated plaintext.
+
+
+class _Views:
+    """Input and output buffers of one block, with cached per-chunk views."""
+
+    __slots__ = ("inmv", "outmv", "ins", "outs", "_in_chunk", "_out_chunk")
+
+    def __init__(self, inmv, outmv, in_chunk: int, out_chunk: int, cache: int = 0):
+        self.inmv = inmv
+        self.outmv = outmv
+        self._in_chunk = in_chunk
+        self._out_chunk = out_chunk
+        self.ins = [inmv[j * in_chunk : (j + 1) * in_chunk] for j in range(cache)]
+        self.outs = [outmv[j * out_chunk : (j + 1) * out_chunk] for j in range(cache)]
+
+    def chunks(self, count: int):
+        if count > len(self.ins):
+            ic, oc, inmv, outmv = self._in_chunk, self._out_chunk, self.inmv, self.outmv
+            ins = [inmv[j * ic : (j + 1) * ic] for j in range(count)]
+            outs = [outmv[j * oc : (j + 1) * oc] for j in range(count)]
+            return ins, outs
+        return self.ins[:count], self.outs[:count]
+
+
+def _cob_seal_block(st: _Cobblestone, v: _Views, n: int, first: int, at_eof: bool):
+    nfull = n // CHUNK_SIZE
+    if first + nfull + (1 if at_eof else 0) > MAX_CHUNKS:
+        raise ValueError("message is too long for chunked encryption")
+    ins, outs = v.chunks(nfull)
+    enc = st.aead.encrypt_into
+    base = st.base
+    i = first
+    for src, dst in zip(ins, outs):
+        enc((base ^ i).to_bytes(12, "big"), src, None, dst)
+        i += 1
+    out_len = nfull * _CT_CHUNK
+    if at_eof:  # the short (possibly empty) final chunk
+        rem = n - nfull * CHUNK_SIZE
+        final_out = v.outmv[out_len : out_len + rem + TAG]
+        _seal_into(st.aead, (base ^ i).to_bytes(12, "big"), v.inmv[nfull * CHUNK_SIZE : n], None, final_out)
+        out_len += rem + TAG
+    return out_len, None
+
+
+def _cob_open_block(st: _Cobblestone, v: _Views, n: int, first: int, at_eof: bool):
+    nfull = n // _CT_CHUNK
+    rem = n - nfull * _CT_CHUNK
+    if first + nfull + (1 if rem else 0) > MAX_CHUNKS:
+        return 0, "ciphertext has too many chunks"
+    ins, outs = v.chunks(nfull)
+    dec = st.aead.decrypt_into
+    base = st.base
+    i = first
+    try:
+        for src, dst in zip(ins, outs):
+            dec((base ^ i).to_bytes(12, "big"), src, None, dst)
+            i += 1
+    except InvalidTag:
+        return (i - first) * CHUNK_SIZE, f"chunk {i} failed authentication"
+    out_len = nfull * CHUNK_SIZE
+    if at_eof:
+        # The final chunk must be short: a ciphertext ending on a full chunk is truncated.
+        if rem < TAG:
+            return out_len, _ERR_TRUNCATED
+        final_out = v.outmv[out_len : out_len + rem - TAG]
+        if not _open_into(st.aead, (base ^ i).to_bytes(12, "big"), v.inmv[nfull * _CT_CHUNK : n], None, final_out):
+            return out_len, f"chunk {i} failed authentication"
+        out_len += rem - TAG
+    return out_len, None
+
+
+def _age_seal_block(aead: ChaCha20Poly1305, v: _Views, n: int, first: int, at_eof: bool):
+    nfull = n // AGE_CHUNK_SIZE
+    rem = n - nfull * AGE_CHUNK_SIZE
+    if at_eof and rem == 0 and nfull > 0:
+        nplain = nfull - 1  # the last full chunk is the final one
+    else:
+        nplain = nfull
+    if first + nplain + (1 if at_eof else 0) > _AGE_MAX_CHUNKS:  # pragma: no cover - unreachable
+        raise ValueError("message is too long for the age stream")
+    ins, outs = v.chunks(nplain)
+    enc = aead.encrypt_into
+    i = first
+    for src, dst in zip(ins, outs):
+        enc((i << 8).to_bytes(12, "big"), src, None, dst)
+        i += 1
+    out_len = nplain * _AGE_CT_CHUNK
+    if at_eof:
+        start = nplain * AGE_CHUNK_SIZE
+        size = n - start  # 1..64 KiB, or 0 only for an empty payload (first == 0)
+        final_out = v.outmv[out_len : out_len + size + TAG]
+        _seal_into(aead, ((i << 8) | 1).to_bytes(12, "big"), v.inmv[start:n], None, final_out)
+        out_len += size + TAG
+    return out_len, None
+
+
+def _age_open_block(aead: ChaCha20Poly1305, v: _Views, n: int, first: int, at_eof: bool):
+    nfull = n // _AGE_CT_CHUNK
+    rem = n - nfull * _AGE_CT_CHUNK
+    if at_eof and rem == 0 and nfull > 0:
+        nplain = nfull - 1  # a full-size final chunk
+        rem = _AGE_CT_CHUNK
+    else:
+        nplain = nfull
+    ins, outs = v.chunks(nplain)
+    dec = aead.decrypt_into
+    i = first
+    try:
+        for src, dst in zip(ins, outs):
+            dec((i << 8).to_bytes(12, "big"), src, None, dst)
+            i += 1
+    except InvalidTag:
+        return (i - first) * AGE_CHUNK_SIZE, f"chunk {i} failed authentication"
+    out_len = nplain * AGE_CHUNK_SIZE
+    if at_eof:
+        if rem < TAG:
+            return out_len, _ERR_TRUNCATED
+        if rem == TAG and i != 0:
+            return out_len, "final chunk is empty"
+        start = nplain * _AGE_CT_CHUNK
+        final_out = v.outmv[out_len : out_len + rem - TAG]
+        if not _open_into(aead, ((i << 8) | 1).to_bytes(12, "big"), v.inmv[start : start + rem], None, final_out):
+            return out_len, f"chunk {i} failed authentication"
+        out_len += rem - TAG
+    return out_len, None
+
+
+# --------------------------------------------------------------------------
+# I/O helpers.
+
+
+def _readfull(src, mv) -> int:
+    """Fill `mv` from `src`; fewer bytes than len(mv) only at end of file."""
+    total, size = 0, len(mv)
+    readinto = getattr(src, "readinto", None)
+    while total < size:
+        if readinto is not None:
+            got = readinto(mv[total:])
+        else:
+            data = src.read(size - total)
+            got = None if data is None else len(data)
+            if got:
+                mv[total : total + got] = data
+        if got is None:
+            raise BlockingIOError("source is in non-blocking mode")
+        if got == 0:
+            break
+        total += got
+    return total
+
+
+def _writeall(dst, mv) -> None:
+    """Write all of `mv` to `dst` (which may accept only part of it per call)."""
+    if not isinstance(dst, io.IOBase):
+        # A foreign writer might keep a reference to the view: hand it its own copy,
+        # since the underlying buffer is reused for the next block.
+        dst.write(bytes(mv))
+        return
+    while len(mv):
+        written = dst.write(mv)
+        if written is None:
+            raise BlockingIOError("destination is in non-blocking mode")
+        if written >= len(mv):
+            return
+        mv = mv[written:]
+
+
+# Buffer placement. On some CPUs (seen on AMD Zen) the kernel's `rep movsb` copy between the
+# page cache and a user buffer runs ~5x slower when (destination - source) mod 4096 falls in
+# 1..31. Block buffers are page-aligned anonymous mappings placed at an offset chosen from the
+# file positions so that this difference is always 128 mod 256 (block sizes are multiples of 256).
+_PAGE = 4096
+_PHASE = 128
+
+
+def _position(f) -> int:
+    try:
+        return int(f.tell())
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
+def _aligned(size: int, offset: int) -> memoryview:
+    """A zeroed writable buffer of `size` bytes starting `offset` bytes into a page."""
+    region = mmap.mmap(-1, size + _PAGE)
+    return memoryview(region)[offset : offset + size]
+
+
+class _Slot(_Views):
+    """A reusable pair of block buffers for streaming."""
+
+    __slots__ = ()
+
+    def __init__(self, in_chunk: int, out_chunk: int, chunks: int, in_offset: int, out_offset: int):
+        inmv = _aligned(in_chunk * chunks, in_offset)
+        # + TAG of slack: an encrypting block at end of file may gain an empty final chunk.
+        outmv = _aligned(out_chunk * chunks + TAG, out_offset)
+        super().__init__(inmv, outmv, in_chunk, out_chunk, chunks)
+
+
+# GIL hand-off. A 16 KiB AES-GCM call takes ~6 us; with CPython's default 5 ms switch
+# interval a worker waiting for the GIL mostly misses the brief windows in which the
+# running worker releases it, and two workers end up no faster than one. While a
+# threaded run is in progress the interpreter's switch interval is lowered (and
+# restored afterwards), which lets the AEAD calls of all workers overlap.
+_SWITCH_INTERVAL = 100e-6
+_switch_lock = threading.Lock()
+_switch_users = 0
+_switch_saved: float | None = None
+_switch_ours: float | None = None
+
+
+@contextlib.contextmanager
+def _fast_gil_handoff():
+    global _switch_users, _switch_saved, _switch_ours
+    with _switch_lock:
+        if _switch_users == 0:
+            _switch_saved = sys.getswitchinterval()
+            _switch_ours = None
+            if _switch_saved > _SWITCH_INTERVAL:
+                sys.setswitchinterval(_SWITCH_INTERVAL)
+                _switch_ours = sys.getswitchinterval()
+        _switch_users += 1
+    try:
+        yield
+    finally:
+        with _switch_lock:
+            _switch_users -= 1
+            if _switch_users == 0 and _switch_ours is not None and sys.getswitchinterval() == _switch_ours:
+                sys.setswitchinterval(_switch_saved)
+
+
+def _pump(src, dst, work, state, in_chunk: int, out_chunk: int, chunks: int, threads: int | None) -> int:
+    """Read `src` block by block, run work(state, views, n, first, at_eof) on each, write in order.
+
+    Every block but the last is full (chunks * in_chunk bytes); `at_eof` is True for the
+    last one (found with one block of look-ahead), which may be short or empty. Returns the
+    number of bytes written; raises IntegrityError(err) after writing the output that a
+    failing block reported as good.
+    """
+    block = in_chunk * chunks
+    threads = default_threads() if threads is None else max(1, int(threads))
+    depth = threads * _DEPTH_PER_THREAD
+    free: list[_Slot] = []
+    in_offset = (_position(src) + _PHASE) % _PAGE
+    out_offset = (_position(dst) - _PHASE) % _PAGE
+
+    def acquire() -> _Slot:
+        return free.pop() if free else _Slot(in_chunk, out_chunk, chunks, in_offset, out_offset)
+
+    def blocks():
+        slot = acquire()
+        n = _readfull(src, slot.inmv)
+        while True:
+            if n < block:
+                yield slot, n, True
+                return
+            nxt = acquire()
+            m = _readfull(src, nxt.inmv)
+            if m == 0:
+                free.append(nxt)
+                yield slot, n, True
+                return
+            yield slot, n, False
+            slot, n = nxt, m
+
+    written = 0
+
+    def emit(slot: _Slot, result) -> None:
+        nonlocal written
+        out_len, err = result
+        if out_len:
+            _writeall(dst, slot.outmv[:out_len])
+            written += out_len
+        free.append(slot)
+        if err is not None:
+            raise IntegrityError(err)
+
+    gen = blocks()
+    first = 0
+    slot, n, at_eof = next(gen)
+    if at_eof or threads <= 1:
+        # Inline: small inputs never start a thread.
+        while True:
+            emit(slot, work(state, slot, n, first, at_eof))
+            if at_eof:
+                return written
+            first += chunks
+            slot, n, at_eof = next(gen)
+
+    pending: deque = deque()
+    with _fast_gil_handoff():
+        pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kms-chunked")
+        try:
+            while True:
+                pending.append((slot, pool.submit(work, state, slot, n, first, at_eof)))
+                if at_eof:
+                    break
+                first += chunks
+                while len(pending) >= depth:
+                    done_slot, fut = pending.popleft()
+                    emit(done_slot, fut.result())
+                slot, n, at_eof = next(gen)
+            while pending:
+                done_slot, fut = pending.popleft()
+                emit(done_slot, fut.result())
+        finally:
+            for _, fut in pending:
+                fut.cancel()
+            pool.shutdown(wait=True)
+    return written
+
+
+def _run_blocks(work, state, views: list, threads: int | None):
+    """Run work on in-memory blocks [(views, n, first, at_eof)], in parallel if there are several."""
+    threads = default_threads() if threads is None else max(1, int(threads))
+    if len(views) <= 1 or threads <= 1:
+        return [work(state, *item) for item in views]
+    with _fast_gil_handoff(), ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kms-chunked") as pool:
+        futures = [pool.submit(work, state, *item) for item in views]
+        return [f.result() for f in futures]
+
+
+# --------------------------------------------------------------------------
+# Cobblestone-256, in memory.
+
+
+def seal(key: bytes, plaintext: bytes, context: bytes, *, salt: bytes | None = None) -> bytes:
+    """Cobblestone-256 encryption of a whole message: salt(24) || commitment(32) || chunks."""
+    _check_seal_key(key, KEY_SIZE)
+    if salt is None:
+        salt = primitives.random_bytes(SALT_SIZE)
+    elif len(salt) != SALT_SIZE:
+        raise ValueError(f"salt must be {SALT_SIZE} bytes")
+    st = _Cobblestone(key, salt, context)
+    pt = memoryview(plaintext).cast("B")
+    size = len(pt)
+    out = bytearray(ciphertext_size(size))
+    out[:SALT_SIZE] = salt
+    out[SALT_SIZE:HEADER_SIZE] = st.commitment
+    omv = memoryview(out)[HEADER_SIZE:]
+    per_block = CHUNK_SIZE * _COB_BLOCK_CHUNKS
+    items = []
+    first = 0
+    start = 0
+    while True:
+        end = min(start + per_block, size)
+        at_eof = end - start < per_block or end == size
+        ostart = first * _CT_CHUNK
+        oend = ostart + (end - start) + ((end - start) // CHUNK_SIZE + (1 if at_eof else 0)) * TAG
+        items.append((_Views(pt[start:end], omv[ostart:oend], CHUNK_SIZE, _CT_CHUNK), end - start, first, at_eof))
+        if at_eof:
+            break
+        first += _COB_BLOCK_CHUNKS
+        start = end
+    _run_blocks(_cob_seal_block, st, items, None)
+    return bytes(out)
+
+
+def open(key: bytes, ciphertext: bytes, context: bytes) -> bytes:  # noqa: A001 - module API
+    """Cobblestone-256 decryption of a whole message; IntegrityError on any failure."""
+    _check_open_key(key, KEY_SIZE)
+    ct = memoryview(ciphertext).cast("B")
+    if len(ct) < HEADER_SIZE:
+        raise IntegrityError(_ERR_TRUNCATED)
+    st = _Cobblestone(key, ct[:SALT_SIZE], context)
+    if not primitives.equal(st.commitment, bytes(ct[SALT_SIZE:HEADER_SIZE])):
+        raise IntegrityError(_ERR_COMMITMENT)
+    body = ct[HEADER_SIZE:]
+    size = len(body)
+    nfull, rem = divmod(size, _CT_CHUNK)
+    if rem < TAG:  # ends on a full chunk (missing final chunk) or a partial tag
+        raise IntegrityError(_ERR_TRUNCATED)
+    out = bytearray(size - (nfull + 1) * TAG)
+    omv = memoryview(out)
+    per_block = _CT_CHUNK * _COB_BLOCK_CHUNKS
+    items = []
+    first = 0
+    start = 0
+    while True:
+        end = min(start + per_block, size)
+        at_eof = end == size
+        ostart = first * CHUNK_SIZE
+        nb = (end - start) // _CT_CHUNK
+        oend = ostart + nb * CHUNK_SIZE + (rem - TAG if at_eof else 0)
+        items.append((_Views(body[start:end], omv[ostart:oend], _CT_CHUNK, CHUNK_SIZE), end - start, first, at_eof))
+        if at_eof:
+            break
+        first += _COB_BLOCK_CHUNKS
+        start = end
+    for _out_len, err in _run_blocks(_cob_open_block, st, items, None):
+        if err is not None:
+            raise IntegrityError(err)
+    return bytes(out)
+
+
+# --------------------------------------------------------------------------
+# Cobblestone-256, streaming.
+
+
+def encrypt_stream(
+    key: bytes, context: bytes, src, dst, *, salt: bytes | None = None, threads: int | None = None
+) -> int:
+    """Encrypt src (from its position to EOF) to dst as Cobblestone-256; returns bytes written."""
+    _check_seal_key(key, KEY_SIZE)
+    if salt is None:
+        salt = primitives.random_bytes(SALT_SIZE)
+    elif len(salt) != SALT_SIZE:
+        raise ValueError(f"salt must be {SALT_SIZE} bytes")
+    st = _Cobblestone(key, salt, context)
+    _writeall(dst, memoryview(bytes(salt) + st.commitment))
+    return HEADER_SIZE + _pump(src, dst, _cob_seal_block, st, CHUNK_SIZE, _CT_CHUNK, _COB_BLOCK_CHUNKS, threads)
+
+
+def decrypt_stream(key: bytes, context: bytes, src, dst, *, threads: int | None = None) -> int:
+    """Decrypt a Cobblestone-256 ciphertext from src to dst; returns plaintext bytes written.
+
+    The commitment is checked before any chunk; chunks are written in order and only once
+    authenticated; the first failure raises IntegrityError after the authenticated prefix.
+    """
+    _check_open_key(key, KEY_SIZE)
+    header = bytearray(HEADER_SIZE)
+    if _readfull(src, memoryview(header)) < HEADER_SIZE:
+        raise IntegrityError(_ERR_TRUNCATED)
+    st = _Cobblestone(key, header[:SALT_SIZE], context)
+    if not primitives.equal(st.commitment, bytes(header[SALT_SIZE:])):
+        raise IntegrityError(_ERR_COMMITMENT)
+    return _pump(src, dst, _cob_open_block, st, _CT_CHUNK, CHUNK_SIZE, _COB_BLOCK_CHUNKS, threads)
+
+
+# --------------------------------------------------------------------------
+# age payload STREAM.
+
+
+def age_encrypt_stream(file_key: bytes, src, dst, *, nonce: bytes | None = None, threads: int | None = None) -> int:
+    """Write age's payload (nonce || STREAM chunks) for src to dst; returns bytes written."""
+    _check_seal_key(file_key, AGE_FILE_KEY_SIZE)
+    if nonce is None:
+        nonce = primitives.random_bytes(AGE_NONCE_SIZE)
+    elif len(nonce) != AGE_NONCE_SIZE:
+        raise ValueError(f"nonce must be {AGE_NONCE_SIZE} bytes")
+    aead = _age_aead(file_key, nonce)
+    _writeall(dst, memoryview(bytes(nonce)))
+    return AGE_NONCE_SIZE + _pump(
+        src, dst, _age_seal_block, aead, AGE_CHUNK_SIZE, _AGE_CT_CHUNK, _AGE_BLOCK_CHUNKS, threads
+    )
+
+
+def age_decrypt_stream(file_key: bytes, src, dst, *, threads: int | None = None) -> int:
+    """Decrypt age's payload from src to dst; returns plaintext bytes written (IntegrityError on failure)."""
+    _check_open_key(file_key, AGE_FILE_KEY_SIZE)
+    nonce = bytearray(AGE_NONCE_SIZE)
+    if _readfull(src, memoryview(nonce)) < AGE_NONCE_SIZE:
+        raise IntegrityError(_ERR_TRUNCATED)
+    aead = _age_aead(file_key, nonce)
+    return _pump(src, dst, _age_open_block, aead, _AGE_CT_CHUNK, AGE_CHUNK_SIZE, _AGE_BLOCK_CHUNKS, threads)

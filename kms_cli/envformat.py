@@ -1,0 +1,196 @@
+"""Environment variables from secrets: VAR naming, collisions, and the `env` output formats.
+
+A mapping here is ``{VAR: value}`` with values as SecretValue (``bytes`` and ``str``
+are accepted too). Every text format (sh, dotenv, json, github) needs the value to
+be UTF-8 text; a value that is not raises a UsageError naming the variable (exit 2),
+never a mangled or partial output. ``exec`` is the way to hand any bytes to a process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets as _random
+from collections.abc import Callable, Iterable, Mapping
+
+from kms_cli import dotenv
+from kms_cli.errors import UsageError
+from kms_cli.secretvalue import SecretValue
+
+Value = SecretValue | bytes | str
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def is_env_name(name: str) -> bool:
+    """True for a portable environment variable name (POSIX shell identifier)."""
+    return bool(_ENV_NAME.match(name))
+
+
+def var_name(secret_name: str, prefix: str = "") -> str:
+    """The default variable for a secret: `prefix` + last name segment, upper-cased, ``-``/``.`` -> ``_``.
+
+    ``acme/prod/db-password`` -> ``DB_PASSWORD``; with prefix ``APP_`` -> ``APP_DB_PASSWORD``.
+    The prefix is used as given (not upper-cased).
+
+    Raises:
+        UsageError: the result is not a legal variable name (``1password`` without a
+            prefix, a prefix holding ``-``); the hint suggests ``--secret NAME=VAR``.
+    """
+    segment = secret_name.rsplit("/", 1)[-1]
+    var = prefix + segment.upper().replace("-", "_").replace(".", "_")
+    if not is_env_name(var):
+        raise UsageError(
+            f"secret {secret_name} maps to {var!r}, which is not a valid variable name",
+            hint=f"name the variable yourself: --secret {secret_name}=VAR",
+        )
+    return var
+
+
+def build_mapping(pairs: Iterable[tuple[str, str | None]], prefix: str = "") -> dict[str, str]:
+    """``{VAR: secret_name}`` for ``(secret_name, explicit VAR or None)`` pairs, in order.
+
+    An explicit VAR is taken as given (the prefix applies to default names only) and
+    must be a legal variable name. Repeating the same ``(secret, VAR)`` is harmless; one
+    secret may feed several variables.
+
+    Raises:
+        UsageError: an illegal VAR, or two different secrets mapped to one VAR
+            (the message names both secrets and the variable).
+    """
+    mapping: dict[str, str] = {}
+    for secret_name, explicit in pairs:
+        if explicit is None:
+            var = var_name(secret_name, prefix)
+        else:
+            var = explicit
+            if not is_env_name(var):
+                raise UsageError(
+                    f"{var!r} is not a valid variable name (for secret {secret_name})",
+                    hint="use letters, digits and '_', not starting with a digit",
+                )
+        other = mapping.get(var)
+        if other is not None and other != secret_name:
+            raise UsageError(
+                f"secrets {other} and {secret_name} both map to variable {var}",
+                hint=f"name one of them explicitly: --secret {secret_name}=OTHER_VAR",
+            )
+        mapping[var] = secret_name
+    return mapping
+
+
+def _text(var: str, value: Value) -> str:
+    if isinstance(value, str):
+        return value
+    raw = value.reveal() if isinstance(value, SecretValue) else bytes(value)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(
+            f"the value of {var} is not UTF-8 text and cannot be printed in this format",
+            hint="kms-cli exec passes any bytes to a program; secret get prints them as stored",
+        ) from None
+
+
+def _texts(mapping: Mapping[str, Value]) -> list[tuple[str, str]]:
+    out = []
+    for var, value in mapping.items():
+        if not is_env_name(var):
+            raise UsageError(f"{var!r} is not a valid variable name")
+        out.append((var, _text(var, value)))
+    return out
+
+
+def sh_quote(text: str) -> str:
+    """`text` as one POSIX sh word: single quotes, with ``'`` written as ``'\\''``."""
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def format_sh(mapping: Mapping[str, Value]) -> str:
+    """``export VAR='value'`` lines, safe for ``eval "$(kms-cli env)"`` in any POSIX sh.
+
+    Inside single quotes nothing is special to sh (``$``, backticks, ``\\``, newlines),
+    so every value survives eval byte for byte.
+    """
+    return "".join(f"export {var}={sh_quote(text)}\n" for var, text in _texts(mapping))
+
+
+def format_dotenv(mapping: Mapping[str, Value]) -> str:
+    """Dotenv lines that python-dotenv (and `kms_cli.dotenv.parse`) read back identically."""
+    return dotenv.serialize(_texts(mapping))
+
+
+def format_json(mapping: Mapping[str, Value]) -> str:
+    """One JSON object ``{"VAR": "value", ...}``, values as strings, and a newline."""
+    return json.dumps(dict(_texts(mapping)), indent=2, ensure_ascii=False) + "\n"
+
+
+def _escape_command_data(text: str) -> str:
+    # GitHub workflow commands unescape %25, %0D and %0A in their data.
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def mask_lines(mapping: Mapping[str, Value]) -> list[str]:
+    """``::add-mask::`` commands, one per non-blank line of each value (GitHub masks line by line)."""
+    commands = []
+    seen = set()
+    for _var, text in _texts(mapping):
+        for line in re.split(r"\r\n|\r|\n", text):
+            if line.strip() and line not in seen:
+                seen.add(line)
+                commands.append(f"::add-mask::{_escape_command_data(line)}\n")
+    return commands
+
+
+def _delimiter(text: str, token: Callable[[], str]) -> str:
+    while True:
+        delimiter = f"ghadelimiter_{token()}"
+        if delimiter not in text:
+            return delimiter
+
+
+def github_env_text(
+    mapping: Mapping[str, Value], *, token: Callable[[], str] = lambda: _random.token_hex(16)
+) -> str:
+    """The `GITHUB_ENV` file syntax: ``VAR=value``, or ``VAR<<DELIM`` ... ``DELIM`` when the value holds a newline.
+
+    The delimiter is random and absent from the value, so a value cannot end the block
+    early and inject other variables.
+    """
+    parts = []
+    for var, text in _texts(mapping):
+        if "\n" in text or "\r" in text:
+            delimiter = _delimiter(text, token)
+            parts.append(f"{var}<<{delimiter}\n{text}\n{delimiter}\n")
+        else:
+            parts.append(f"{var}={text}\n")
+    return "".join(parts)
+
+
+def format_github(
+    mapping: Mapping[str, Value],
+    github_env_path: str | None,
+    *,
+    token: Callable[[], str] = lambda: _random.token_hex(16),
+) -> str:
+    """Append the assignments to the `GITHUB_ENV` file; return the ``::add-mask::`` lines to print.
+
+    The caller prints the returned text on stdout; it holds the values (the runner reads
+    them to hide them from the log), so it must go nowhere else.
+
+    Raises:
+        UsageError: `github_env_path` is empty (``GITHUB_ENV`` unset: not in GitHub
+            Actions), or a value is not UTF-8.
+    """
+    if not github_env_path:
+        raise UsageError(
+            "GITHUB_ENV is not set",
+            hint="--format github works inside a GitHub Actions job; use --format sh elsewhere",
+        )
+    masks = "".join(mask_lines(mapping))  # validates every value before touching the file
+    text = github_env_text(mapping, token=token)
+    fd = os.open(github_env_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+    return masks

@@ -1,0 +1,66 @@
+"""Files kms-cli reads and writes: `-` for the standard streams, outputs atomic and 0600."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
+from typing import BinaryIO, Iterator
+
+from kms_cli.errors import NotFoundError, UsageError
+
+
+def open_input(path: str | None) -> BinaryIO:
+    if path in (None, "-"):
+        return sys.stdin.buffer
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise NotFoundError(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path} is a directory") from None
+    except PermissionError:
+        raise UsageError(f"permission denied: {path}") from None
+
+
+def read_input(path: str | None) -> bytes:
+    f = open_input(path)
+    try:
+        return f.read()
+    finally:
+        if f is not sys.stdin.buffer:
+            f.close()
+
+
+@contextmanager
+def atomic_output(path: str | None) -> Iterator[BinaryIO]:
+    """Yield a stream for OUT. A file appears at `path` only if the block completes:
+    it is written 0600 to a temporary file beside it, fsynced and renamed."""
+    if path in (None, "-"):
+        out = sys.stdout.buffer
+        yield out
+        out.flush()
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise NotFoundError(f"no such directory: {directory}")
+    fd, tmp = tempfile.mkstemp(prefix=".kms-cli-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb", buffering=1 << 20) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_private(path: str, data: bytes) -> None:
+    with atomic_output(path) as f:
+        f.write(data)

@@ -1,0 +1,806 @@
+"""Running a program with secrets: its environment, exec or a supervised child, signals, env file, masking.
+
+Nothing here touches the vault: callers hand in already-decrypted values.
+
+Two ways to run CMD (never through a shell):
+
+- **exec** (no ``--mask``, no ``--env-file-out``): kms-cli replaces itself with CMD
+  (``os.execvpe``), so signals, exit status and job control are CMD's own.
+- **supervised**: CMD is started with ``os.posix_spawn`` (no fork of the Python process,
+  no shell) and kms-cli stays as its parent: it forwards SIGINT, SIGTERM, SIGHUP,
+  SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH, relays and masks the output, deletes the env
+  file when CMD is gone, and returns CMD's exit code (128+N when a signal N killed it).
+
+Signals are received synchronously (blocked, then collected with ``sigtimedwait``) so
+that each carries its origin. One that the terminal sent to the whole foreground
+process group (Ctrl-C, Ctrl-\\, a resize, a hangup) has already reached a child that
+shares kms-cli's process group and is not sent twice; one sent to kms-cli alone
+(``kill``, a CI runner cancelling the job) is forwarded. A signal sent to the whole
+process group by ``kill -- -PGID`` reaches the child twice, as with every supervisor.
+Where ``sigtimedwait`` does not exist (macOS), every signal is forwarded.
+
+Masking (``--mask``): the child's stdout and stderr go through kms-cli and every
+occurrence of a value is replaced by ``***``; see `mask_patterns` for the forms masked
+and `Masker` for how values split across reads are caught. When kms-cli's stdout is a
+terminal the child gets a pseudo-terminal of the same size (kept in sync) so colours,
+progress bars and line editing work; if stdin is that terminal too and kms-cli is in
+the foreground, the terminal is put in raw mode and keystrokes pass through the pty,
+so Ctrl-C and Ctrl-Z act on the child as usual.
+
+Limits: a SIGKILL to kms-cli cannot be handled, so the env file then stays behind
+(choose a directory on tmpfs); `run` must be called from the main thread of a process
+without other threads that leave these signals unblocked.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import json
+import os
+import re
+import select
+import signal
+import stat
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from urllib.parse import quote, quote_plus
+
+try:  # POSIX terminals; absent on Windows, where only exec without --mask is meaningful
+    import fcntl
+    import termios
+    import tty
+except ImportError:  # pragma: no cover
+    fcntl = termios = tty = None
+
+from kms_cli.errors import AlreadyExistsError, UsageError
+from kms_cli.secretvalue import SecretValue
+
+DEFAULT_SCRUB = ("KMS_CLI_MASTER_KEY", "KMS_CLI_PASSPHRASE", "KMS_CLI_UNLOCK")
+PRISTINE_ALLOW = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "TZ", "TMPDIR")
+FORWARDED = (
+    signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+    signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH,
+)
+ENV_FILE_VAR = "KMS_CLI_ENV_FILE"
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_SI_KERNEL = 0x80  # si_code of a signal the kernel raised (terminal keys, resize, hangup)
+_TICK = 0.05  # seconds between checks for signals and child exit while relaying output
+_GRACE = 0.5  # seconds to keep relaying after the child exited, for output still in flight
+
+
+def _stderr_line(prefix: str, message: str) -> None:
+    try:
+        sys.stderr.flush()
+        os.write(2, f"kms-cli: {prefix}: {message}\n".encode("utf-8", "replace"))
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------------------- environment
+
+
+def build_env(
+    base_env: Mapping[str, str],
+    secrets: Mapping[str, SecretValue | bytes],
+    *,
+    pristine: bool = False,
+    no_clobber: bool = False,
+    scrub: Iterable[str] = (),
+    warn: Callable[[str], None] | None = None,
+) -> dict[str, str]:
+    """The child's environment: `base_env` (or its allowlisted part), minus scrubbed names, plus secrets.
+
+    `pristine` keeps only PATH, HOME, USER, LOGNAME, SHELL, TERM, LANG, LC_*, TZ and
+    TMPDIR. DEFAULT_SCRUB and `scrub` (e.g. the variable of an ``env:VAR`` slot or a
+    ``pin-source=env:`` variable) are removed from the base before secrets are added.
+    A secret whose variable is still present either overwrites it, calling
+    ``warn(message)`` (default: a ``kms-cli: warning:`` line on stderr), or with
+    `no_clobber` raises. Values may be any bytes but NUL; they reach the child exactly
+    (decoded with ``os.fsdecode`` so that ``execve`` re-encodes the same bytes).
+
+    Raises:
+        AlreadyExistsError: `no_clobber` and a variable already exists (names it).
+        UsageError: an illegal variable name, or a value holding a NUL byte (names the
+            variable, never the value).
+    """
+    if warn is None:
+        def warn(message: str) -> None:
+            _stderr_line("warning", message)
+
+    if pristine:
+        env = {k: v for k, v in base_env.items() if k in PRISTINE_ALLOW or k.startswith("LC_")}
+    else:
+        env = dict(base_env)
+    for name in (*DEFAULT_SCRUB, *scrub):
+        env.pop(name, None)
+    for var, value in secrets.items():
+        if not _ENV_NAME.match(var):
+            raise UsageError(f"{var!r} is not a valid variable name")
+        raw = value.reveal() if isinstance(value, SecretValue) else bytes(value)
+        if b"\0" in raw:
+            raise UsageError(
+                f"the value of {var} holds a NUL byte, which an environment variable cannot carry",
+                hint="use --env-file-out or kms-cli inject to pass it as a file",
+            )
+        if var in env:
+            if no_clobber:
+                raise AlreadyExistsError(
+                    f"variable {var} already exists in the environment",
+                    hint=f"unset it, map the secret to another name (--secret NAME=OTHER), or drop --no-clobber",
+                )
+            warn(f"overwriting variable {var} from the environment")
+        env[var] = os.fsdecode(raw)
+    return env
+
+
+# ---------------------------------------------------------------------------- masking
+
+
+def _b64_forms(value: bytes) -> set[bytes]:
+    forms = set()
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        full = encode(value)
+        forms.add(full)
+        forms.add(full.rstrip(b"="))
+        # Inside a longer base64 text the value starts at byte offset 0, 1 or 2 of a
+        # 3-byte group; the characters made only of the value's bits are the same
+        # whatever surrounds it. Mask those cores when they are long enough not to
+        # match by chance.
+        n = len(value)
+        for r in range(3):
+            encoded = encode(b"\0" * r + value)
+            lo = -(-8 * r // 6)
+            hi = (8 * (r + n)) // 6
+            core = encoded[lo:hi]
+            if len(core) >= 8:
+                forms.add(core)
+    return forms
+
+
+def _lower_hex(encoded: str) -> str:
+    return re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), encoded)
+
+
+def _url_forms(value: bytes) -> set[bytes]:
+    forms = set()
+    for encoded in (
+        quote(value, safe=""),  # everything but unreserved characters
+        quote(value, safe="/"),  # urllib's default
+        quote(value, safe="-_.!~*'()"),  # JavaScript encodeURIComponent
+        quote_plus(value, safe=""),  # form encoding: space as '+'
+    ):
+        forms.add(encoded.encode("ascii"))
+        forms.add(_lower_hex(encoded).encode("ascii"))
+    return forms
+
+
+def _json_forms(value: bytes) -> set[bytes]:
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        return set()
+    return {json.dumps(text)[1:-1].encode("ascii"), json.dumps(text, ensure_ascii=False)[1:-1].encode()}
+
+
+def mask_patterns(values: Iterable[bytes | SecretValue]) -> list[bytes]:
+    """Every byte string `--mask` hides for these values, longest first.
+
+    For each value, and for the value without trailing CR/LF (programs often strip the
+    newline that ``echo`` stored), the patterns are: the value; its base64 (standard and
+    URL-safe, with and without ``=`` padding) plus, for values of 6 bytes or more, the
+    part of its encoding that is the same wherever it sits inside a longer base64 text;
+    its percent-encodings (all reserved bytes, urllib's default, encodeURIComponent's and
+    form encoding's sets, upper and lower-case hex); and its JSON string escaping.
+    Empty values are skipped.
+    """
+    patterns: set[bytes] = set()
+    for value in values:
+        raw = value.reveal() if isinstance(value, SecretValue) else bytes(value)
+        for form in {raw, raw.rstrip(b"\r\n")}:
+            if not form:
+                continue
+            patterns.add(form)
+            patterns |= _b64_forms(form)
+            patterns |= _url_forms(form)
+            patterns |= _json_forms(form)
+    patterns.discard(b"")
+    return sorted(patterns, key=lambda p: (-len(p), p))
+
+
+class Masker:
+    """Streaming replacement of every occurrence of any pattern by ``***``.
+
+    Overlapping occurrences (of different patterns) are masked as their union. An
+    occurrence split across `feed` calls is caught: only the shortest trailing part of
+    the data that could still become an occurrence (it is a prefix of some pattern) is
+    held back; all bytes before it are returned at once, so output that cannot be a
+    secret is never delayed. Held bytes wait for the next data (or `flush` at the end of
+    the stream), never for a timer: releasing them after a pause would print the start
+    of a secret that a program writes slowly.
+    """
+
+    def __init__(self, patterns: Iterable[bytes], replacement: bytes = b"***"):
+        self._patterns = sorted({p for p in patterns if p}, key=len, reverse=True)
+        self._replacement = replacement
+        self._held = b""
+        self._covered = 0  # leading bytes of _held already inside an emitted replacement
+        self._maxlen = len(self._patterns[0]) if self._patterns else 0
+        self._regex = (
+            re.compile(b"|".join(re.escape(p) for p in self._patterns)) if self._patterns else None
+        )
+        self._by_first: dict[int, list[bytes]] = {}
+        for p in self._patterns:
+            self._by_first.setdefault(p[0], []).append(p)
+
+    @property
+    def held(self) -> int:
+        """How many bytes are waiting to be told apart from a secret."""
+        return len(self._held)
+
+    def _hold_from(self, buf: bytes) -> int:
+        """The smallest i such that buf[i:] is a proper prefix of some pattern (len(buf) if none)."""
+        n = len(buf)
+        view = memoryview(buf)
+        for i in range(max(0, n - self._maxlen + 1), n):
+            candidates = self._by_first.get(buf[i])
+            if candidates:
+                tail = view[i:]
+                rest = n - i
+                for p in candidates:
+                    if len(p) > rest and p.startswith(tail):
+                        return i
+        return n
+
+    def _spans(self, buf: bytes, limit: int) -> list[tuple[int, int]]:
+        """Merged spans of the occurrences starting before `limit`."""
+        spans = []
+        pos = 0
+        while True:
+            m = self._regex.search(buf, pos)
+            if m is None or m.start() >= limit:
+                return spans
+            start, end = m.span()
+            t = start + 1
+            while t < end and t < limit:  # occurrences starting inside this one
+                inner = self._regex.match(buf, t)
+                if inner is not None and inner.end() > end:
+                    end = inner.end()
+                t += 1
+            spans.append((start, end))
+            pos = end
+
+    def _emit(self, buf: bytes, limit: int) -> bytes:
+        spans = self._spans(buf, limit) if self._regex is not None else []
+        out = []
+        pos = 0
+        if self._covered:
+            # The held bytes start inside a replacement already written: extend it.
+            end = self._covered
+            while spans and spans[0][0] < end:
+                end = max(end, spans.pop(0)[1])
+            pos = end
+        for start, end in spans:
+            if start < pos:  # overlaps the previous span
+                pos = max(pos, end)
+                continue
+            out.append(buf[pos:start])
+            out.append(self._replacement)
+            pos = end
+        if pos <= limit:
+            out.append(buf[pos:limit])
+            self._held, self._covered = buf[limit:], 0
+        else:
+            self._held, self._covered = buf[limit:], pos - limit
+        return b"".join(out)
+
+    def feed(self, data: bytes) -> bytes:
+        """The masked bytes that can be written now."""
+        buf = self._held + data
+        if self._regex is None:
+            self._held = b""
+            return buf
+        return self._emit(buf, self._hold_from(buf))
+
+    def flush(self) -> bytes:
+        """At the end of the stream: everything still held, masked."""
+        buf, self._held = self._held, b""
+        if not buf:
+            self._covered = 0
+            return b""
+        return self._emit(buf, len(buf))
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+class _CommandError(Exception):
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def resolve_command(cmd: str, path: str | None) -> str:
+    """The file ``execvp`` would run for `cmd`, searching `path` (the child's PATH) like a shell.
+
+    Raises:
+        _CommandError: 127 when nothing is found, 126 when only a non-executable file is.
+    """
+    if not cmd:
+        raise _CommandError(127, "command not found: ''")
+    if "/" in cmd:
+        try:
+            st = os.stat(cmd)
+        except OSError:
+            raise _CommandError(127, f"no such file or directory: {cmd}") from None
+        if stat.S_ISDIR(st.st_mode):
+            raise _CommandError(126, f"is a directory: {cmd}")
+        if not os.access(cmd, os.X_OK):
+            raise _CommandError(126, f"permission denied: {cmd}")
+        return cmd
+    denied = None
+    for directory in (path if path is not None else os.defpath).split(os.pathsep):
+        candidate = os.path.join(directory or ".", cmd)
+        try:
+            st = os.stat(candidate)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            continue
+        if os.access(candidate, os.X_OK):
+            return candidate
+        denied = denied or candidate
+    if denied is not None:
+        raise _CommandError(126, f"permission denied: {denied}")
+    raise _CommandError(127, f"command not found: {cmd}")
+
+
+def _exec_error(cmd: str, exc: OSError) -> _CommandError:
+    if exc.errno == errno.ENOENT:  # also a missing interpreter or loader, as bash reports it
+        return _CommandError(127, f"cannot execute {cmd}: required file not found")
+    return _CommandError(126, f"cannot execute {cmd}: {os.strerror(exc.errno or errno.EACCES).lower()}")
+
+
+def _exit_code(status: int) -> int:
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+def run(
+    argv: list[str],
+    env: Mapping[str, str],
+    *,
+    mask_values: list[bytes | SecretValue] | None = None,
+    env_file: str | None = None,
+    dotenv_text: str | None = None,
+    report: Callable[[str], None] | None = None,
+) -> int:
+    """Run ``argv`` with environment `env`; return the exit code for kms-cli.
+
+    Without `mask_values` and `env_file` this replaces the process (``os.execvpe``) and
+    returns only if CMD cannot be started. Otherwise CMD runs as a supervised child (see
+    the module docstring). `mask_values` (even an empty list) turns on masking of those
+    values; `env_file` is a path to create, or an existing directory in which a private
+    0700 directory is made, and receives `dotenv_text` (0600) for the child's lifetime,
+    its absolute path exported as ``KMS_CLI_ENV_FILE``.
+
+    A CMD that cannot be found is 127, one that cannot be executed 126, reported by
+    ``report(message)`` (default: one ``kms-cli: error:`` line on stderr).
+
+    Raises:
+        UsageError: `argv` is empty, or the env file cannot be created where asked.
+        AlreadyExistsError: the env file path already exists (never overwritten).
+    """
+    if not argv:
+        raise UsageError("missing command to run", hint="kms-cli exec [OPTIONS] -- CMD [ARGS...]")
+    if report is None:
+        def report(message: str) -> None:
+            _stderr_line("error", message)
+
+    try:
+        path = resolve_command(argv[0], env.get("PATH"))
+    except _CommandError as exc:
+        report(exc.message)
+        return exc.code
+    if mask_values is None and env_file is None:
+        return _exec(path, list(argv), dict(env), report)
+    return _Supervisor(
+        path, list(argv), dict(env),
+        patterns=None if mask_values is None else mask_patterns(mask_values),
+        env_file=env_file, dotenv_text=dotenv_text or "", report=report,
+    ).run()
+
+
+def _exec(path: str, argv: list[str], env: dict[str, str], report) -> int:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    # Python ignores SIGPIPE and SIGXFSZ; an ignored signal stays ignored across exec,
+    # and a program expects the default (`yes | head` must end `yes`).
+    saved = {sig: signal.signal(sig, signal.SIG_DFL) for sig in (signal.SIGPIPE, signal.SIGXFSZ)}
+    try:
+        os.execvpe(path, argv, env)
+    except OSError as exc:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        error = _exec_error(argv[0], exc)
+        report(error.message)
+        return error.code
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# ---------------------------------------------------------------------------- env file
+
+
+def _write_env_file(target: str, text: str) -> tuple[str, Callable[[], None]]:
+    """Create the env file; return its absolute path and a function that removes it."""
+    private_dir = None
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        if os.path.isdir(target):
+            private_dir = tempfile.mkdtemp(prefix="kms-cli-", dir=target)  # 0700
+            path = os.path.join(private_dir, ".env")
+        else:
+            path = target
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise AlreadyExistsError(
+            f"env file {target} already exists", hint="kms-cli never overwrites it; name a new file or a directory"
+        ) from None
+    except OSError as exc:
+        if private_dir:
+            os.rmdir(private_dir)
+        raise UsageError(f"cannot create env file {target}: {os.strerror(exc.errno).lower()}") from None
+    path = os.path.abspath(path)
+
+    def remove() -> None:
+        for fn, p in ((os.unlink, path), (os.rmdir, private_dir)):
+            if p:
+                try:
+                    fn(p)
+                except OSError:
+                    pass
+
+    try:
+        os.fchmod(fd, 0o600)
+        data = text.encode("utf-8")
+        while data:
+            data = data[os.write(fd, data):]
+    except BaseException:
+        remove()
+        raise
+    finally:
+        os.close(fd)
+    return path, remove
+
+
+# ---------------------------------------------------------------------------- signals
+
+
+class _Signals:
+    """The forwarded signals and SIGCHLD, received as (signo, sent_by_kernel) pairs."""
+
+    SET = frozenset((*FORWARDED, signal.SIGCHLD))
+
+    def __init__(self):
+        self.synchronous = hasattr(signal, "sigtimedwait")
+        self._queue: list[tuple[int, bool]] = []
+        self._handlers: dict[int, object] = {}
+
+    def __enter__(self) -> _Signals:
+        if self.synchronous:
+            self._mask = signal.pthread_sigmask(signal.SIG_BLOCK, self.SET)
+        else:  # pragma: no cover - platforms without sigtimedwait
+            for sig in self.SET:
+                self._handlers[sig] = signal.signal(sig, lambda s, _f: self._queue.append((s, False)))
+        return self
+
+    def wait(self, timeout: float) -> list[tuple[int, bool]]:
+        """Signals received so far, waiting up to `timeout` seconds for the first one."""
+        if self.synchronous:
+            info = signal.sigtimedwait(self.SET, timeout)
+            return [] if info is None else [(info.si_signo, info.si_code == _SI_KERNEL)] + self.pending()
+        if not self._queue:  # pragma: no cover
+            time.sleep(timeout)
+        return self.pending()  # pragma: no cover
+
+    def pending(self) -> list[tuple[int, bool]]:
+        if self.synchronous:
+            got = []
+            while (info := signal.sigtimedwait(self.SET, 0)) is not None:
+                got.append((info.si_signo, info.si_code == _SI_KERNEL))
+            return got
+        got, self._queue = self._queue, []  # pragma: no cover
+        return got  # pragma: no cover
+
+    def __exit__(self, *exc) -> None:
+        if self.synchronous:
+            # Signals that arrived after the child's end are dropped, not delivered to
+            # kms-cli as it returns the child's code (a late SIGINT would otherwise
+            # surface as KeyboardInterrupt in the caller).
+            self.pending()
+            main = threading.current_thread() is threading.main_thread()
+            ignored = {sig: signal.signal(sig, signal.SIG_IGN) for sig in FORWARDED} if main else {}
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._mask)
+            for sig, handler in ignored.items():
+                signal.signal(sig, handler)
+        else:  # pragma: no cover
+            for sig, handler in self._handlers.items():
+                signal.signal(sig, handler)
+
+
+# ---------------------------------------------------------------------------- supervision
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            select.select([], [fd], [])
+
+
+def _same_tty(fd_a: int, fd_b: int) -> bool:
+    try:
+        return os.isatty(fd_a) and os.isatty(fd_b) and os.ttyname(fd_a) == os.ttyname(fd_b)
+    except OSError:
+        return False
+
+
+def _is_foreground(fd: int) -> bool:
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return False
+
+
+class _Supervisor:
+    def __init__(self, path, argv, env, *, patterns, env_file, dotenv_text, report):
+        self.path, self.argv, self.env = path, argv, env
+        self.patterns = patterns
+        self.env_file, self.dotenv_text = env_file, dotenv_text
+        self.report = report
+        self.pid: int | None = None
+        self.status: int | None = None
+        self.use_pty = patterns is not None and os.isatty(1)
+        # Keystrokes go through the child's pty when stdin is the same terminal and ours.
+        self.proxy_stdin = self.use_pty and _same_tty(0, 1) and _is_foreground(0)
+        self.own_session = self.proxy_stdin
+        self.master: int | None = None
+        self.saved_tty = None
+        self.sources: dict[int, tuple[Masker, int]] = {}  # fd read -> (masker, fd written)
+        self.to_child = bytearray()  # keystrokes waiting for the pty
+
+    def run(self) -> int:
+        for stream in (sys.stdout, sys.stderr):  # what the caller printed goes before the child's output
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        remove_env_file = None
+        own_fds: list[int] = []
+        try:
+            with _Signals() as signals:
+                if self.env_file is not None:
+                    path, remove_env_file = _write_env_file(self.env_file, self.dotenv_text)
+                    self.env[ENV_FILE_VAR] = path
+                try:
+                    self._spawn(own_fds)
+                except _CommandError as exc:
+                    self.report(exc.message)
+                    return exc.code
+                finally:
+                    for fd in own_fds:  # the child's ends of pipes and the pty
+                        os.close(fd)
+                    own_fds.clear()
+                for sig, by_kernel in signals.pending():  # arrived while starting
+                    self._on_signal(sig, by_kernel)
+                self._loop(signals)
+                return _exit_code(self.status)
+        finally:
+            self._restore_tty()
+            for fd in list(self.sources):
+                self._close_source(fd, flush=True)
+            if self.master is not None:
+                os.close(self.master)
+            if remove_env_file is not None:
+                remove_env_file()
+
+    # -- starting the child
+
+    def _spawn(self, child_fds: list[int]) -> None:
+        actions = []
+        kwargs = {}
+        if self.use_pty:
+            self.master, slave = os.openpty()
+            child_fds.append(slave)
+            os.set_blocking(self.master, False)
+            try:
+                termios.tcsetattr(slave, termios.TCSANOW, termios.tcgetattr(1))
+            except OSError:
+                pass
+            self._sync_winsize()
+            if self.own_session:
+                # In a session of its own, the child opening the pty makes it its
+                # controlling terminal (Linux): Ctrl-C, Ctrl-Z and /dev/tty work as usual.
+                kwargs["setsid"] = True
+                actions.append((os.POSIX_SPAWN_OPEN, 1, os.ttyname(slave), os.O_RDWR, 0))
+                actions.append((os.POSIX_SPAWN_DUP2, 1, 0))
+            else:
+                # Input is not the terminal (or kms-cli runs in the background): the child
+                # stays in kms-cli's process group, so job control and terminal signals
+                # reach it as they would without kms-cli; the pty only carries its output.
+                actions.append((os.POSIX_SPAWN_DUP2, slave, 1))
+            self.sources[self.master] = (Masker(self.patterns), 1)
+            if _same_tty(1, 2):
+                actions.append((os.POSIX_SPAWN_DUP2, 1, 2))
+            else:
+                self._pipe_output(2, actions, child_fds)
+        elif self.patterns is not None:
+            self._pipe_output(1, actions, child_fds)
+            self._pipe_output(2, actions, child_fds)
+        try:
+            self.pid = os.posix_spawn(
+                self.path, self.argv, self.env,
+                file_actions=actions,
+                setsigmask=(),
+                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+                **kwargs,
+            )
+        except OSError as exc:
+            raise _exec_error(self.argv[0], exc) from None
+        if self.proxy_stdin:
+            self.saved_tty = termios.tcgetattr(0)
+            tty.setraw(0, termios.TCSANOW)
+
+    def _pipe_output(self, target: int, actions: list, child_fds: list[int]) -> None:
+        read_end, write_end = os.pipe()
+        child_fds.append(write_end)
+        actions.append((os.POSIX_SPAWN_DUP2, write_end, target))
+        self.sources[read_end] = (Masker(self.patterns), target)
+
+    def _sync_winsize(self) -> None:
+        try:
+            size = fcntl.ioctl(1, termios.TIOCGWINSZ, b"\0" * 8)
+            fcntl.ioctl(self.master, termios.TIOCSWINSZ, size)  # the kernel sends SIGWINCH
+        except OSError:
+            pass
+
+    def _restore_tty(self) -> None:
+        if self.saved_tty is not None:
+            try:
+                termios.tcsetattr(0, termios.TCSADRAIN, self.saved_tty)
+            except OSError:
+                pass
+
+    # -- the loop
+
+    def _loop(self, signals: _Signals) -> None:
+        exited_at = None
+        while True:
+            self._reap()
+            if self.status is not None:
+                if not self.sources:
+                    return
+                exited_at = exited_at or time.monotonic()
+                if time.monotonic() - exited_at > _GRACE:
+                    return  # something the child started still holds its output open
+            if not self.sources:
+                for sig, by_kernel in signals.wait(1.0):
+                    self._on_signal(sig, by_kernel)
+                continue
+            readers = list(self.sources)
+            if self.proxy_stdin and len(self.to_child) < 65536:
+                readers.append(0)
+            writers = [self.master] if self.to_child and self.master is not None else []
+            try:
+                readable, writable, _ = select.select(readers, writers, [], _TICK)
+            except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for safety
+                readable, writable = [], []
+            for fd in readable:
+                if fd == 0:
+                    self._read_stdin()
+                elif fd in self.sources:
+                    self._relay(fd)
+            if writable and self.to_child:
+                try:
+                    del self.to_child[: os.write(self.master, self.to_child)]
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    self.to_child.clear()
+            for sig, by_kernel in signals.pending():
+                self._on_signal(sig, by_kernel)
+
+    def _reap(self) -> None:
+        if self.status is not None:
+            return
+        flags = os.WNOHANG | (os.WUNTRACED if self.proxy_stdin else 0)
+        try:
+            pid, status = os.waitpid(self.pid, flags)
+        except ChildProcessError:  # reaped elsewhere (SIGCHLD ignored by the caller)
+            self.status = 0
+            return
+        if pid == 0:
+            return
+        if os.WIFSTOPPED(status):
+            self._child_stopped()
+            return
+        self.status = status
+
+    def _child_stopped(self) -> None:
+        """Ctrl-Z in the child's pty stopped it: stop kms-cli too, so the shell gets the terminal back."""
+        self._restore_tty()
+        os.kill(os.getpid(), signal.SIGSTOP)
+        # Resumed (fg): take the terminal again and wake the child up.
+        if _is_foreground(0):
+            try:
+                tty.setraw(0, termios.TCSANOW)
+            except OSError:
+                pass
+        self._sync_winsize()
+        try:
+            os.killpg(self.pid, signal.SIGCONT)
+        except OSError:
+            pass
+
+    def _on_signal(self, sig: int, by_kernel: bool) -> None:
+        if sig == signal.SIGCHLD or self.status is not None:
+            return
+        if self.use_pty and sig == signal.SIGWINCH:
+            self._sync_winsize()  # the kernel signals the pty's foreground group, if it has one
+            if self.own_session:
+                return
+            by_kernel = False  # the child may have read the size before this resize: tell it again
+        if by_kernel and not self.own_session:
+            return  # the terminal signalled the whole process group: the child has it already
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def _read_stdin(self) -> None:
+        try:
+            data = os.read(0, 65536)
+        except OSError:
+            data = b""
+        if data:
+            self.to_child += data
+        else:
+            self.proxy_stdin = False  # keep relaying output; the child sees no more input
+
+    def _relay(self, fd: int) -> None:
+        masker, target = self.sources[fd]
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:  # EIO: the pty's other side is closed
+            data = b""
+        if not data:
+            self._close_source(fd, flush=True)
+            return
+        try:
+            _write_all(target, masker.feed(data))
+        except BrokenPipeError:
+            # Our reader is gone: close the child's pipe too, so it sees EPIPE/SIGPIPE
+            # just as it would have writing there directly.
+            self._close_source(fd, flush=False)
+
+    def _close_source(self, fd: int, *, flush: bool) -> None:
+        masker, target = self.sources.pop(fd)
+        if flush:
+            try:
+                _write_all(target, masker.flush())
+            except OSError:
+                pass
+        if fd != self.master:
+            os.close(fd)

@@ -1,0 +1,52 @@
+"""Errors: one line, the spec's exit code, no traceback, and the --json error object."""
+
+import json
+
+
+def test_json_error_object_is_last_stderr_line(vault):
+    r = vault("--json", "secret", "get", "missing")
+    assert r.code == 3
+    lines = r.err.strip().splitlines()
+    doc = json.loads(lines[-1])
+    assert doc == {"error": {"code": "not_found", "exit": 3, "message": doc["error"]["message"]}}
+    assert lines[0].startswith("kms-cli: error: ")
+    assert r.out == b""
+
+
+def test_usage_errors_exit_2_without_traceback(vault):
+    for args in (["key", "create"], ["key", "rotate", "k", "--reason", "bogus"], ["secret", "get", "x", "--version", "abc"],
+                 ["encrypt", "--nope"], ["secret"], ["--namespace"]):
+        r = vault(*args)
+        assert r.code == 2, args
+        assert "Traceback" not in r.err
+        assert r.err.startswith("kms-cli: error: "), (args, r.err)
+
+
+def test_global_options_after_command(vault):
+    vault.ok("secret", "put", "x", input=b"1")
+    assert vault.ok("secret", "get", "x", "--json").json()["value"] == "1"
+    assert vault.ok("secret", "list", "-q", "--json").json()[0]["name"] == "x"
+
+
+def test_quiet_silences_info(vault):
+    r = vault.ok("-q", "key", "create", "k")
+    assert r.err == ""
+
+
+def test_damaged_vault_file(kms):
+    kms.vault.write_bytes(b"this is not a database at all" * 100)
+    r = kms("key", "list")
+    assert r.code == 5
+    assert "Traceback" not in r.err
+
+
+def test_config_file(kms, tmp_path):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'vault = "{tmp_path / "from-config.db"}"\nnamespace = "cfg"\n')
+    env = {"KMS_CLI_CONFIG": str(cfg), "KMS_CLI_VAULT": None}
+    kms.ok("init", env=env)
+    assert (tmp_path / "from-config.db").exists()
+    kms.ok("secret", "put", "x", input=b"1", env=env)
+    assert kms.ok("--namespace", "", "secret", "get", "cfg/x", env=env).out == b"1"
+    cfg.write_text("bogus = 1\n")
+    assert kms("key", "list", env=env).code == 2

@@ -1,0 +1,104 @@
+"""Namespaces (spec section 3) and the binding of stored rows to their name, version and vault."""
+
+import shutil
+import sqlite3
+
+
+def test_namespace_scopes_names(vault):
+    vault.ok("--namespace", "acme/prod", "secret", "put", "db", input=b"prod-pw")
+    vault.ok("--namespace", "acme/dev", "secret", "put", "db", input=b"dev-pw")
+    assert vault.ok("--namespace", "acme/prod", "secret", "get", "db").out == b"prod-pw"
+    assert vault.ok("secret", "get", "acme/dev/db").out == b"dev-pw"
+    assert vault.ok("secret", "get", "db", env={"KMS_CLI_NAMESPACE": "acme/dev"}).out == b"dev-pw"
+    names = [s["name"] for s in vault.ok("--namespace", "acme/prod", "--json", "secret", "list").json()]
+    assert names == ["db"]
+    assert vault("--namespace", "acme/prod", "secret", "get", "../dev/db").code == 2
+    assert vault("--namespace", "acme", "secret", "get", "/acme/dev/db").code == 2
+
+
+def test_outside_namespace_is_not_found(vault):
+    vault.ok("secret", "put", "other/x", input=b"1")
+    vault.ok("key", "create", "other/k")
+    r = vault("--namespace", "acme", "secret", "get", "other/x")
+    assert r.code == 3
+    assert vault("--namespace", "acme", "key", "show", "other/k").code == 3
+    assert vault.ok("--namespace", "acme", "--json", "key", "list").json() == []
+
+
+def test_ciphertext_bound_to_namespace(vault):
+    vault.ok("--namespace", "a", "key", "create", "k")
+    ct = vault.ok("--namespace", "a", "encrypt", "--key", "k", input=b"x").out
+    assert vault.ok("--namespace", "a", "decrypt", input=ct).out == b"x"
+    assert vault("--namespace", "b", "decrypt", input=ct).code == 5
+
+
+def test_secret_row_moved_to_other_name_fails(vault):
+    vault.ok("secret", "put", "a", input=b"value-a")
+    vault.ok("secret", "put", "b", input=b"value-b")
+    db = sqlite3.connect(vault.vault)
+    blob = db.execute("SELECT value FROM secret_versions WHERE name='a'").fetchone()[0]
+    db.execute("UPDATE secret_versions SET value=? WHERE name='b'", (blob,))
+    db.commit()
+    db.close()
+    r = vault("secret", "get", "b")
+    assert r.code == 5
+    assert b"value-a" not in r.out
+
+
+def test_secret_row_moved_to_other_version_fails(vault):
+    vault.ok("secret", "put", "s", input=b"v1")
+    vault.ok("secret", "put", "s", input=b"v2")
+    db = sqlite3.connect(vault.vault)
+    blob = db.execute("SELECT value FROM secret_versions WHERE name='s' AND version=1").fetchone()[0]
+    db.execute("UPDATE secret_versions SET value=? WHERE name='s' AND version=2", (blob,))
+    db.commit()
+    db.close()
+    assert vault("secret", "get", "s").code == 5
+
+
+def test_key_material_moved_fails(vault):
+    vault.ok("key", "create", "k1")
+    vault.ok("key", "create", "k2")
+    ct = vault.ok("encrypt", "--key", "k2", input=b"x").out
+    db = sqlite3.connect(vault.vault)
+    blob = db.execute("SELECT material FROM key_versions WHERE name='k1'").fetchone()[0]
+    db.execute("UPDATE key_versions SET material=? WHERE name='k2'", (blob,))
+    db.commit()
+    db.close()
+    assert vault("decrypt", input=ct).code == 5
+    assert vault("encrypt", "--key", "k2", input=b"x").code == 5
+
+
+def test_row_copied_from_other_vault_fails(vault, tmp_path):
+    vault.ok("secret", "put", "s", input=b"mine")
+    other = dict(vault.env, KMS_CLI_VAULT=str(tmp_path / "other.db"))
+    vault.ok("init", env=other)  # same master key, different vault id and root
+    vault.ok("secret", "put", "s", input=b"theirs", env=other)
+    src = sqlite3.connect(tmp_path / "other.db")
+    blob = src.execute("SELECT value FROM secret_versions WHERE name='s'").fetchone()[0]
+    src.close()
+    db = sqlite3.connect(vault.vault)
+    db.execute("UPDATE secret_versions SET value=? WHERE name='s'", (blob,))
+    db.commit()
+    db.close()
+    assert vault("secret", "get", "s").code == 5
+
+
+def test_slot_copied_from_other_vault_fails(vault, tmp_path):
+    other = dict(vault.env, KMS_CLI_VAULT=str(tmp_path / "other.db"))
+    vault.ok("init", env=other)
+    src = sqlite3.connect(tmp_path / "other.db")
+    row = src.execute("SELECT blob, tag FROM slots WHERE id=1").fetchone()
+    src.close()
+    db = sqlite3.connect(vault.vault)
+    db.execute("UPDATE slots SET blob=?, tag=? WHERE id=1", row)
+    db.commit()
+    db.close()
+    r = vault("key", "list")
+    assert r.code == 4
+
+
+def test_copied_vault_file_works_with_same_key(vault, tmp_path):
+    vault.ok("secret", "put", "s", input=b"v")
+    shutil.copy(vault.vault, tmp_path / "copy.db")
+    assert vault.ok("secret", "get", "s", env={"KMS_CLI_VAULT": str(tmp_path / "copy.db")}).out == b"v"

@@ -1,4 +1,8 @@
-"""The key algorithms kms-cli accepts, with each one's purpose (encrypt or sign)."""
+"""The key algorithms kms-cli accepts (spec section 4, Keys), each with its purpose.
+
+Symmetric algorithms are defined here; asymmetric and post-quantum ones come
+from the crypto layer's registry (`kms_cli.crypto.asym`), in spec order.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +18,20 @@ class Algorithm:
     symmetric: bool
 
 
-_ALL = [
-    Algorithm("aes-256-gcm", "encrypt", True),
-    Algorithm("chacha20-poly1305", "encrypt", True),
-]
-ALGORITHMS = {a.name: a for a in _ALL}
+SYMMETRIC = ("aes-256-gcm", "chacha20-poly1305")
 DEFAULT = "aes-256-gcm"
+
+
+def _build() -> dict[str, Algorithm]:
+    from kms_cli.crypto import asym
+
+    out = {name: Algorithm(name, "encrypt", True) for name in SYMMETRIC}
+    for name in asym.names():
+        out[name] = Algorithm(name, asym.ALGORITHMS[name].purpose, False)
+    return out
+
+
+ALGORITHMS = _build()
 
 
 def get(name: str) -> Algorithm:
@@ -34,8 +46,17 @@ def get(name: str) -> Algorithm:
 
 def generate(alg: Algorithm) -> tuple[bytes, bytes | None]:
     """Fresh key material: (private or secret bytes, public bytes or None)."""
-    from kms_cli.crypto.primitives import random_bytes
-
     if alg.symmetric:
+        from kms_cli.crypto.primitives import random_bytes
+
         return random_bytes(32), None
-    raise UsageError(f"algorithm {alg.name} is not supported yet")
+    from kms_cli.crypto import asym
+
+    return asym.generate(alg.name)
+
+
+def fingerprint(alg: Algorithm, public: bytes) -> str:
+    """Hex SHA-256 of the public key's SubjectPublicKeyInfo (what `openssl pkey` prints a hash of)."""
+    from kms_cli.crypto import pubkey
+
+    return pubkey.fingerprint(alg.name, public).hex()

@@ -487,9 +487,8 @@ def _write_env_file(target: str, text: str) -> tuple[str, Callable[[], None]]:
 class _Signals:
     """The forwarded signals and SIGCHLD, received as (signo, sent_by_kernel) pairs."""
 
-    SET = frozenset((*FORWARDED, signal.SIGCHLD))
-
-    def __init__(self):
+    def __init__(self, extra: tuple[int, ...] = ()):
+        self.SET = frozenset((*FORWARDED, signal.SIGCHLD, *extra))
         self.synchronous = hasattr(signal, "sigtimedwait")
         self._queue: list[tuple[int, bool]] = []
         self._handlers: dict[int, object] = {}
@@ -527,7 +526,7 @@ class _Signals:
             # surface as KeyboardInterrupt in the caller).
             self.pending()
             main = threading.current_thread() is threading.main_thread()
-            ignored = {sig: signal.signal(sig, signal.SIG_IGN) for sig in FORWARDED} if main else {}
+            ignored = {sig: signal.signal(sig, signal.SIG_IGN) for sig in self.SET} if main else {}
             signal.pthread_sigmask(signal.SIG_SETMASK, self._mask)
             for sig, handler in ignored.items():
                 signal.signal(sig, handler)
@@ -588,7 +587,8 @@ class _Supervisor:
         remove_env_file = None
         own_fds: list[int] = []
         try:
-            with _Signals() as signals:
+            # With keystrokes relayed, Ctrl-Z reaches kms-cli as SIGTSTP: handled, not obeyed.
+            with _Signals((signal.SIGTSTP,) if self.proxy_stdin else ()) as signals:
                 if self.env_file is not None:
                     path, remove_env_file = _write_env_file(self.env_file, self.dotenv_text)
                     self.env[ENV_FILE_VAR] = path
@@ -624,7 +624,11 @@ class _Supervisor:
             child_fds.append(slave)
             os.set_blocking(self.master, False)
             try:
-                termios.tcsetattr(slave, termios.TCSANOW, termios.tcgetattr(1))
+                attrs = termios.tcgetattr(1)
+                if not self.own_session:
+                    # Our terminal still turns "\n" into "\r\n": the pty must not do it as well.
+                    attrs[1] &= ~termios.OPOST
+                termios.tcsetattr(slave, termios.TCSANOW, attrs)
             except OSError:
                 pass
             self._sync_winsize()
@@ -659,7 +663,23 @@ class _Supervisor:
             raise _exec_error(self.argv[0], exc) from None
         if self.proxy_stdin:
             self.saved_tty = termios.tcgetattr(0)
+            self._set_raw()
+
+    def _set_raw(self) -> None:
+        """Raw mode on our terminal, except that Ctrl-Z still signals kms-cli (see _suspend).
+
+        Every other key, Ctrl-C and Ctrl-\\ included, goes to the child's pty, whose own
+        line discipline turns it into the child's signal or input.
+        """
+        try:
             tty.setraw(0, termios.TCSANOW)
+            attrs = termios.tcgetattr(0)
+            attrs[3] |= termios.ISIG
+            for key in (termios.VINTR, termios.VQUIT):
+                attrs[6][key] = b"\0"  # _POSIX_VDISABLE
+            termios.tcsetattr(0, termios.TCSANOW, attrs)
+        except OSError:
+            pass
 
     def _pipe_output(self, target: int, actions: list, child_fds: list[int]) -> None:
         read_end, write_end = os.pipe()
@@ -723,37 +743,43 @@ class _Supervisor:
     def _reap(self) -> None:
         if self.status is not None:
             return
-        flags = os.WNOHANG | (os.WUNTRACED if self.proxy_stdin else 0)
         try:
-            pid, status = os.waitpid(self.pid, flags)
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
         except ChildProcessError:  # reaped elsewhere (SIGCHLD ignored by the caller)
             self.status = 0
             return
-        if pid == 0:
-            return
-        if os.WIFSTOPPED(status):
-            self._child_stopped()
-            return
-        self.status = status
+        if pid != 0:
+            self.status = status
 
-    def _child_stopped(self) -> None:
-        """Ctrl-Z in the child's pty stopped it: stop kms-cli too, so the shell gets the terminal back."""
-        self._restore_tty()
-        os.kill(os.getpid(), signal.SIGSTOP)
-        # Resumed (fg): take the terminal again and wake the child up.
-        if _is_foreground(0):
-            try:
-                tty.setraw(0, termios.TCSANOW)
-            except OSError:
-                pass
-        self._sync_winsize()
+    def _suspend(self) -> None:
+        """Ctrl-Z: stop the child's job and kms-cli, so the shell gets the terminal back; resume both on fg."""
+        groups = {self.pid}
         try:
-            os.killpg(self.pid, signal.SIGCONT)
+            groups.add(os.tcgetpgrp(self.master))  # the job in the child's terminal, if it runs one
         except OSError:
             pass
+        for group in groups:
+            try:
+                os.killpg(group, signal.SIGSTOP)
+            except OSError:
+                pass
+        self._restore_tty()
+        os.kill(os.getpid(), signal.SIGSTOP)
+        # Continued (fg): take the terminal again and wake the child's job up.
+        if _is_foreground(0):
+            self._set_raw()
+        self._sync_winsize()
+        for group in groups:
+            try:
+                os.killpg(group, signal.SIGCONT)
+            except OSError:
+                pass
 
     def _on_signal(self, sig: int, by_kernel: bool) -> None:
         if sig == signal.SIGCHLD or self.status is not None:
+            return
+        if sig == signal.SIGTSTP:
+            self._suspend()
             return
         if self.use_pty and sig == signal.SIGWINCH:
             self._sync_winsize()  # the kernel signals the pty's foreground group, if it has one

@@ -7,19 +7,31 @@ import sys
 from kms_cli import armor, fileio
 
 
-def encrypt(ctx, key, context, input, output, armor) -> int:  # noqa: A002 - names from the table
+def encrypt(ctx, key, context, input, output, armor, public_key) -> int:  # noqa: A002 - names from the table
     from kms_cli import armor as armor_mod
+    from kms_cli.errors import UsageError
     from kms_cli.vault import data
 
+    if bool(key) == bool(public_key):
+        raise UsageError("give exactly one of --key NAME and --public-key FILE")
     pairs = ctx.parse_pairs(context, "context")
     src = fileio.open_input(input)
-    with ctx.vault() as vault, fileio.atomic_output(output) as dst:
+
+    def run(dst):
+        if public_key:
+            return data.encrypt_to_public_key(fileio.read_input(public_key), pairs, src, dst)
+        with ctx.vault() as vault:
+            return data.encrypt(vault, key, pairs, src, dst)
+
+    if public_key:
+        fileio.read_input(public_key)  # a missing key file fails before OUT is created
+    with fileio.atomic_output(output) as dst:
         if armor:
             w = armor_mod.ArmorWriter(dst)
-            data.encrypt(vault, key, pairs, src, w)
+            run(w)
             w.finish()
         else:
-            data.encrypt(vault, key, pairs, src, dst)
+            run(dst)
     return 0
 
 

@@ -65,12 +65,17 @@ GROUPS = (
     Group("key", "Create, rotate, revoke and destroy keys."),
     Group("secret", "Store and read versioned secrets."),
     Group("master", "Master key sources (slots) that seal the vault's root key."),
+    Group("audit", "The tamper-evident audit log."),
 )
 
 _CTX = Opt(("--context",), "context", "Associated context K=V, bound into the ciphertext (repeatable).",
            kind="multi", metavar="K=V")
+_SIG_CTX = Opt(("--context",), "context", "Context string bound into the signature (ML-DSA's context).",
+               metavar="CTX")
 _IN = Opt(("-i", "--in"), "input", "Input file ('-' for stdin).", metavar="IN", default="-")
 _OUT = Opt(("-o", "--out"), "output", "Output file ('-' for stdout).", metavar="OUT", default="-")
+_CREATE_KEY = Opt(("--create-key",), "create_key",
+                  "Create the key object on the token when it is absent (pkcs11: sources).", kind="flag")
 _NAME_KEY = Arg("name", "Key name.", metavar="NAME")
 _NAME_SECRET = Arg("name", "Secret name.", metavar="NAME")
 _VERSION = Opt(("--version",), "version", "A specific version.", kind="int", metavar="N")
@@ -80,9 +85,39 @@ COMMANDS = (
     Cmd(("init",), "Create a new vault sealed by a master key source.", "kms_cli.cli.vault_cmds:init",
         opts=(Opt(("--master-key",), "master_key", "Master key source URI (default env:KMS_CLI_MASTER_KEY).",
                   metavar="SOURCE"),
-              Opt(("--force",), "force", "Replace an existing vault.", kind="flag"))),
+              Opt(("--force",), "force", "Replace an existing vault.", kind="flag"),
+              _CREATE_KEY)),
     Cmd(("master", "generate"), "Print a new random 32-byte master key as 64 hex characters.",
         "kms_cli.cli.vault_cmds:master_generate"),
+    Cmd(("master", "list"), "List the slots: id, source (secrets masked), created, last used.",
+        "kms_cli.cli.master:list_"),
+    Cmd(("master", "add"), "Seal the vault's root key with another master key source.", "kms_cli.cli.master:add",
+        args=(Arg("source", "Master key source URI.", metavar="SOURCE"),), opts=(_CREATE_KEY,)),
+    Cmd(("master", "remove"), "Remove a slot (never the last one).", "kms_cli.cli.master:remove",
+        args=(Arg("slot", "Slot number (see master list).", metavar="SLOT"),)),
+    Cmd(("master", "rotate"), "New root key: re-seal every key, secret and slot (ciphertexts stay valid).",
+        "kms_cli.cli.master:rotate"),
+    Cmd(("health",), "Check the vault, its slots, the audit chain, rotations and TTLs.",
+        "kms_cli.cli.health_cmds:health",
+        opts=(Opt(("--format",), "format", "text, json or prometheus.", metavar="FORMAT", default="text",
+                  choices=("text", "json", "prometheus")),)),
+    Cmd(("backup",), "Write a consistent, still sealed copy of the vault.", "kms_cli.cli.backup_cmds:backup",
+        opts=(Opt(("-o", "--out"), "output", "Backup file.", metavar="FILE", required=True),)),
+    Cmd(("restore",), "Check a backup, then replace the vault with it.", "kms_cli.cli.backup_cmds:restore",
+        args=(Arg("file", "Backup file.", metavar="FILE"),),
+        opts=(Opt(("--force",), "force", "Replace an existing vault.", kind="flag"),)),
+    # -- audit ---------------------------------------------------------------
+    Cmd(("audit", "log"), "Show audit entries.", "kms_cli.cli.audit_cmds:log",
+        opts=(Opt(("--since",), "since", "Only entries newer than DUR ago.", metavar="DUR"),
+              Opt(("--target",), "target", "Only entries for this name.", metavar="NAME"),
+              Opt(("--op",), "op", "Only this operation (e.g. secret.get).", metavar="OP"),
+              Opt(("--follow", "-f"), "follow", "Keep printing new entries as they land.", kind="flag"))),
+    Cmd(("audit", "verify"), "Verify the whole audit chain and its head.", "kms_cli.cli.audit_cmds:verify"),
+    Cmd(("audit", "export"), "Export the audit log as JSON lines.", "kms_cli.cli.audit_cmds:export",
+        opts=(_OUT,)),
+    Cmd(("audit", "prune"), "Remove entries older than DUR, leaving a MACed checkpoint.",
+        "kms_cli.cli.audit_cmds:prune",
+        opts=(Opt(("--before",), "before", "Remove entries older than DUR.", metavar="DUR", required=True),)),
     # -- keys ----------------------------------------------------------------
     Cmd(("key", "create"), "Create a key.", "kms_cli.cli.key:create", args=(_NAME_KEY,),
         opts=(Opt(("--algorithm",), "algorithm", "Key algorithm (default aes-256-gcm).", metavar="ALG",
@@ -109,14 +144,29 @@ COMMANDS = (
         opts=(Opt(("--after",), "after", "Destroy window, e.g. 7d.", metavar="DUR"),)),
     Cmd(("key", "cancel-destroy"), "Cancel a scheduled destruction.", "kms_cli.cli.key:cancel_destroy",
         args=(_NAME_KEY,)),
+    Cmd(("key", "public"), "Export a key's public half.", "kms_cli.cli.sign:public",
+        args=(_NAME_KEY,),
+        opts=(_VERSION, Opt(("--format",), "format", "pem, jwk or raw.", metavar="FORMAT", default="pem",
+                            choices=("pem", "jwk", "raw")), _OUT)),
     # -- data ----------------------------------------------------------------
     Cmd(("encrypt",), "Encrypt a file or stream of any size.", "kms_cli.cli.data:encrypt",
-        opts=(Opt(("--key",), "key", "Key name.", metavar="NAME", required=True), _CTX, _IN, _OUT,
-              Opt(("--armor", "-a"), "armor", "Write a PEM-like text block.", kind="flag"))),
+        opts=(Opt(("--key",), "key", "Key name.", metavar="NAME"), _CTX, _IN, _OUT,
+              Opt(("--armor", "-a"), "armor", "Write a PEM-like text block.", kind="flag"),
+              Opt(("--public-key",), "public_key", "Encrypt to an exported public key (RSA-OAEP, ML-KEM, "
+                  "hybrid) without a vault.", metavar="FILE"))),
     Cmd(("decrypt",), "Decrypt a ciphertext made by encrypt (binary or armored).", "kms_cli.cli.data:decrypt",
         opts=(_CTX, _IN, _OUT)),
     Cmd(("rewrap",), "Re-wrap a ciphertext to its key's current version (no plaintext written).",
         "kms_cli.cli.data:rewrap", opts=(_IN, _OUT)),
+    Cmd(("sign",), "Sign a file or stream (the signature names its key and version).", "kms_cli.cli.sign:sign",
+        opts=(Opt(("--key",), "key", "Key name.", metavar="NAME", required=True), _IN,
+              Opt(("-o", "--out"), "output", "Signature file ('-' for stdout).", metavar="SIG", default="-"),
+              Opt(("--raw",), "raw", "Write the bare algorithm signature (verifiable with OpenSSL).", kind="flag"),
+              _SIG_CTX)),
+    Cmd(("verify",), "Verify a signature: exit 0 valid, 5 invalid, 6 revoked version.", "kms_cli.cli.sign:verify",
+        opts=(Opt(("--key",), "key", "Key name.", metavar="NAME", required=True),
+              Opt(("--signature",), "signature", "Signature file.", metavar="SIG", required=True), _IN,
+              _SIG_CTX)),
     Cmd(("datakey",), "Print a fresh data key and its ciphertext as JSON.", "kms_cli.cli.data:datakey",
         opts=(Opt(("--key",), "key", "Key name.", metavar="NAME", required=True),)),
     # -- secrets -------------------------------------------------------------

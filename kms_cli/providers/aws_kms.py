@@ -81,7 +81,7 @@ _RETRYABLE_BOTOCORE = {
 class AwsKmsSource:
     key: str
     policy: remote.Policy
-    environ: dict = field(default_factory=dict)
+    environ: dict = field(default_factory=dict, repr=False)  # may hold secrets
     scheme = "aws-kms"
 
     def __post_init__(self) -> None:

@@ -55,8 +55,8 @@ class AzureKvSource:
     name: str
     version: Optional[str]
     policy: remote.Policy
-    environ: dict = field(default_factory=dict)
-    credential: Any = None  # a TokenCredential; DefaultAzureCredential when None
+    environ: dict = field(default_factory=dict, repr=False)  # may hold secrets
+    credential: Any = field(default=None, repr=False)  # a TokenCredential; DefaultAzureCredential when None
     scheme = "azure-kv"
 
     @property

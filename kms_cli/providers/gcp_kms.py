@@ -58,7 +58,7 @@ def crc32c(data: bytes) -> int:
 class GcpKmsSource:
     name: str
     policy: remote.Policy
-    environ: dict = field(default_factory=dict)
+    environ: dict = field(default_factory=dict, repr=False)  # may hold secrets
     scheme = "gcp-kms"
 
     def __post_init__(self) -> None:

@@ -41,7 +41,7 @@ class HcVaultSource:
     mount: str
     name: str
     policy: remote.Policy
-    environ: dict = field(default_factory=dict)
+    environ: dict = field(default_factory=dict, repr=False)  # may hold secrets
     create_key: bool = False
     scheme = "hcvault"
 

@@ -24,7 +24,7 @@ import binascii
 import hashlib
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kms_cli.crypto import chunked
 from kms_cli.errors import (
@@ -57,7 +57,7 @@ def account_for(context: dict[str, str]) -> str:
 @dataclass
 class KeyringSource:
     service: str
-    environ: dict
+    environ: dict = field(repr=False)  # may hold secrets
     scheme = "keyring"
 
     @property

@@ -42,7 +42,7 @@ _MAX_M, _MAX_T, _MAX_P = 4 * 1024 * 1024, 64, 64
 class PassphraseSource:
     """Construct directly only in tests (to lower `params`); use `from_uri` otherwise."""
 
-    options: SourceOptions
+    options: SourceOptions = field(repr=False)  # environ may hold the passphrase
     params: Argon2Params = field(default_factory=Argon2Params)
     scheme = "passphrase"
     uri = "passphrase"

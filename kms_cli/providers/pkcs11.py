@@ -107,7 +107,7 @@ def parse_uri(uri: str) -> Pkcs11Uri:
 class Pkcs11Source:
     parsed: Pkcs11Uri
     create_key: bool = False
-    environ: dict = field(default_factory=dict)
+    environ: dict = field(default_factory=dict, repr=False)  # may hold secrets
     scheme = "pkcs11"
 
     @property

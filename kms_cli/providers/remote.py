@@ -131,8 +131,10 @@ def call(
                 raise error from exc
             delay = policy.backoff(attempt)
             left = deadline - policy.clock()
-            if left - delay < MIN_ATTEMPT:
-                raise _after(error, attempt + 1) from exc
+            if left - delay < MIN_ATTEMPT:  # no time for another attempt
+                if attempt == 0 and error is exc:
+                    raise
+                raise (_after(error, attempt + 1) if attempt else error) from exc
             log.debug("%s failed (%s); retry %d in %.2fs", what, error, attempt + 1, delay)
             policy.sleep(delay)
             attempt += 1

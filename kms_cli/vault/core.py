@@ -130,7 +130,11 @@ class Vault:
         if not slots:
             raise IntegrityError("the vault has no slots")
         wanted = options.unlock
-        if wanted:
+        if wanted and wanted.isdigit():
+            chosen = [s for s in slots if s["id"] == int(wanted)]
+            if not chosen:
+                raise NotFoundError(f"no slot {wanted}", hint="see `kms-cli master list`")
+        elif wanted:
             scheme_of(wanted)
             chosen = [s for s in slots if s["uri"] == wanted or _canonical(wanted, options) == s["uri"]]
             if not chosen:
@@ -221,9 +225,10 @@ class Vault:
 
         _keys.purge_due(self)
 
-    # -- wraps under the root's subkeys --------------------------------------
-    def seal_material(self, name: str, version: int, algorithm: str, material: bytes, kind: str = "key") -> bytes:
-        return wrap.seal("aes-256-gcm", self.subkeys.material, material,
+    # -- wraps under the root's subkeys (`keys` overrides them during `master rotate`) --
+    def seal_material(self, name: str, version: int, algorithm: str, material: bytes, kind: str = "key",
+                      keys: Subkeys | None = None) -> bytes:
+        return wrap.seal("aes-256-gcm", (keys or self.subkeys).material, material,
                          bind(kind, self.vault_id, name, version, algorithm))
 
     def open_material(self, name: str, version: int, algorithm: str, blob: bytes, kind: str = "key") -> bytes:
@@ -233,14 +238,24 @@ class Vault:
         except IntegrityError:
             raise IntegrityError(f"key material of {self.ns.relative(name)} version {version} failed authentication") from None
 
-    def seal_secret(self, name: str, version: int, value: bytes) -> bytes:
-        return wrap.seal("aes-256-gcm", self.subkeys.secret, value, bind("secret", self.vault_id, name, version))
+    def seal_secret(self, name: str, version: int, value: bytes, keys: Subkeys | None = None) -> bytes:
+        return wrap.seal("aes-256-gcm", (keys or self.subkeys).secret, value, bind("secret", self.vault_id, name, version))
 
     def open_secret(self, name: str, version: int, blob: bytes) -> bytes:
         try:
             return wrap.open("aes-256-gcm", self.subkeys.secret, blob, bind("secret", self.vault_id, name, version))
         except IntegrityError:
             raise IntegrityError(f"secret {self.ns.relative(name)} version {version} failed authentication") from None
+
+    def secret_env_vars(self) -> list[str]:
+        """Variables holding any slot's secrets (removed from `exec` children)."""
+        out = []
+        for row in self.store.slots():
+            try:
+                out += from_uri(row["uri"], self.options.source).secret_env_vars()
+            except KmsError:
+                continue
+        return out
 
     def close(self) -> None:
         self.store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import struct
 
 from kms_cli import envelope
 from kms_cli.crypto import chunked, wrap
@@ -18,15 +19,64 @@ def _suite_for(algorithm: str) -> int:
     return SUITE_OF.get(algorithm, envelope.SUITE_COBBLESTONE)
 
 
-def _wrap_dek(vault, alg, material: bytes, dek: bytes, header: envelope.Header) -> bytes:
-    return wrap.seal(alg.name, material, dek, header.wrap_aad())
+# For asymmetric encryption keys the `wrap` field is
+#   fingerprint(32) || u16 len(kem_ct) || kem_ct || AEAD(kek, data key)
+# with kek = HKDF-SHA-256(shared secret, info = label || fingerprint || kem_ct || wrap AAD):
+# the KEM (RSA-OAEP, ML-KEM or the X-Wing hybrid, whose combiner already binds both shared
+# secrets, ciphertexts and public keys) carries a key-encryption key, so `rewrap` can
+# re-encapsulate to a new version while the payload's data key stays the same.
+_KEM_LABEL = b"kms-cli/kem-kek/v1\x00"
+NO_VAULT = bytes(16)  # header vault id of `encrypt --public-key`: the key is found by fingerprint
 
 
-def _unwrap_dek(vault, alg, material: bytes, header: envelope.Header) -> bytes:
+def _kek(shared: bytes, fp: bytes, kem_ct: bytes, header: envelope.Header) -> bytes:
+    return hkdf_sha256(shared, salt=None, info=_KEM_LABEL + fp + kem_ct + header.wrap_aad())
+
+
+def wrap_to_public(alg_name: str, public: bytes, dek: bytes, header: envelope.Header) -> bytes:
+    from kms_cli.crypto import kem, pubkey
+
+    fp = pubkey.fingerprint(alg_name, public)
+    kem_ct, shared = kem.encapsulate(alg_name, public)
+    sealed = wrap.seal("aes-256-gcm", _kek(shared, fp, kem_ct, header), dek, header.wrap_aad())
+    return fp + struct.pack(">H", len(kem_ct)) + kem_ct + sealed
+
+
+def _split_kem_wrap(blob: bytes) -> tuple[bytes, bytes, bytes]:
+    if len(blob) < 34:
+        raise IntegrityError("the ciphertext header failed authentication")
+    fp, (n,) = blob[:32], struct.unpack(">H", blob[32:34])
+    kem_ct, sealed = blob[34:34 + n], blob[34 + n:]
+    if len(kem_ct) != n:
+        raise IntegrityError("the ciphertext header failed authentication")
+    return fp, kem_ct, sealed
+
+
+def _wrap_dek(vault, alg, material: bytes, dek: bytes, header: envelope.Header, public: bytes | None) -> bytes:
+    if alg.symmetric:
+        return wrap.seal(alg.name, material, dek, header.wrap_aad())
+    return wrap_to_public(alg.name, public, dek, header)
+
+
+def _unwrap_dek(vault, alg, material: bytes, header: envelope.Header, fingerprint: str | None) -> bytes:
     try:
-        return wrap.open(alg.name, material, header.wrap, header.wrap_aad())
+        if alg.symmetric:
+            return wrap.open(alg.name, material, header.wrap, header.wrap_aad())
+        from kms_cli.crypto import kem
+
+        fp, kem_ct, sealed = _split_kem_wrap(header.wrap)
+        if fp.hex() != fingerprint:
+            raise IntegrityError("fingerprint mismatch")
+        shared = kem.decapsulate(alg.name, material, kem_ct)
+        return wrap.open("aes-256-gcm", _kek(shared, fp, kem_ct, header), sealed, header.wrap_aad())
     except IntegrityError:
         raise IntegrityError("the ciphertext header failed authentication") from None
+
+
+def _public_of(vault, full: str, v, alg) -> bytes | None:
+    if alg.symmetric:
+        return None
+    return vault.open_material(full, v["version"], alg.name, v["public"], kind="public")
 
 
 def _seal_payload(header, dek: bytes, context_pairs, src, dst) -> None:
@@ -61,22 +111,34 @@ def encrypt(vault, name: str, context_pairs, src, dst) -> dict:
         material = vault.open_material(full, v["version"], alg.name, v["material"])
         dek = random_bytes(32)
         header = envelope.Header(suite=_suite_for(alg.name), vault_id=vault.vault_id, name=full, version=v["version"])
-        header.wrap = _wrap_dek(vault, alg, material, dek, header)
+        header.wrap = _wrap_dek(vault, alg, material, dek, header, _public_of(vault, full, v, alg))
         dst.write(header.to_bytes())
         _seal_payload(header, dek, context_pairs, src, dst)
         return {"key": name, "version": v["version"]}
 
 
 def _resolve(vault, header: envelope.Header, use: str):
-    """The key version a header names, or exit 5 when it is not this vault's."""
-    if header.vault_id != vault.vault_id:
-        raise IntegrityError("the ciphertext belongs to another vault")
-    if not vault.ns.contains(header.name):
-        raise IntegrityError("the ciphertext's key is not in this vault")
+    """The key a header names (by vault, name and version, or by public-key fingerprint for
+    `encrypt --public-key` files), or exit 5 when it is not this vault's."""
+    if header.vault_id == NO_VAULT and not header.name and header.version == 0:
+        if len(header.wrap) < 32:
+            raise IntegrityError("the ciphertext header failed authentication")
+        rows = [r for r in vault.store.key_versions_by_fingerprint(header.wrap[:32].hex())
+                if vault.ns.contains(r["name"])]
+        if not rows:
+            raise IntegrityError("the ciphertext was encrypted to a public key this vault does not hold")
+        full, version = rows[0]["name"], rows[0]["version"]
+    else:
+        if header.vault_id != vault.vault_id:
+            raise IntegrityError("the ciphertext belongs to another vault")
+        if not vault.ns.contains(header.name):
+            raise IntegrityError("the ciphertext's key is not in this vault")
+        full, version = header.name, header.version
     try:
-        return keys.usable_version(vault, header.name, header.version, use)
+        row, v, alg = keys.usable_version(vault, full, version, use)
     except NotFoundError:
         raise IntegrityError("the ciphertext's key or version is not in this vault") from None
+    return full, row, v, alg
 
 
 def decrypt(vault, context_pairs, src, dst) -> dict:
@@ -84,11 +146,12 @@ def decrypt(vault, context_pairs, src, dst) -> dict:
         header = envelope.read_header(src)
         if header.vault_id == vault.vault_id and vault.ns.contains(header.name):
             rec.target, rec.version = header.name, header.version
-        row, v, alg = _resolve(vault, header, "decrypt")
-        material = vault.open_material(header.name, v["version"], alg.name, v["material"])
-        dek = _unwrap_dek(vault, alg, material, header)
+        full, row, v, alg = _resolve(vault, header, "decrypt")
+        rec.target, rec.version = full, v["version"]
+        material = vault.open_material(full, v["version"], alg.name, v["material"])
+        dek = _unwrap_dek(vault, alg, material, header, v["fingerprint"])
         _open_payload(header, dek, context_pairs, src, dst)
-        return {"key": vault.ns.relative(header.name), "version": header.version}
+        return {"key": vault.ns.relative(full), "version": v["version"]}
 
 
 def rewrap(vault, src, dst) -> dict:
@@ -99,17 +162,35 @@ def rewrap(vault, src, dst) -> dict:
         header = envelope.read_header(src)
         if header.vault_id == vault.vault_id and vault.ns.contains(header.name):
             rec.target, rec.version = header.name, header.version
-        row, v, alg = _resolve(vault, header, "rewrap")
-        material = vault.open_material(header.name, v["version"], alg.name, v["material"])
-        dek = _unwrap_dek(vault, alg, material, header)
-        _, cur, _ = keys.usable_version(vault, header.name, None, "encrypt")
-        new_material = vault.open_material(header.name, cur["version"], alg.name, cur["material"])
-        header.version = cur["version"]
-        header.wrap = _wrap_dek(vault, alg, new_material, dek, header)
+        full, row, v, alg = _resolve(vault, header, "rewrap")
+        rec.target = full
+        material = vault.open_material(full, v["version"], alg.name, v["material"])
+        dek = _unwrap_dek(vault, alg, material, header, v["fingerprint"])
+        _, cur, _ = keys.usable_version(vault, full, None, "encrypt")
+        new_material = vault.open_material(full, cur["version"], alg.name, cur["material"])
+        if header.vault_id != NO_VAULT:
+            header.version = cur["version"]
+        header.wrap = _wrap_dek(vault, alg, new_material, dek, header, _public_of(vault, full, cur, alg))
+        rec.version = cur["version"]
         rec.extra = {"from_version": v["version"], "to_version": cur["version"]}
         dst.write(header.to_bytes())
         shutil.copyfileobj(src, dst, 1 << 20)
-        return {"key": vault.ns.relative(header.name), "from_version": v["version"], "version": cur["version"]}
+        return {"key": vault.ns.relative(full), "from_version": v["version"], "version": cur["version"]}
+
+
+def encrypt_to_public_key(key_file_bytes: bytes, context_pairs, src, dst) -> dict:
+    """`encrypt --public-key FILE`: no vault needed. The header names no vault or key, only
+    the recipient's public-key fingerprint, which the holder's vault looks up on decrypt."""
+    from kms_cli.crypto import asym, pubkey
+
+    alg_name, public = pubkey.load_public(key_file_bytes)
+    asym.algorithm(alg_name, "encrypt")
+    dek = random_bytes(32)
+    header = envelope.Header(suite=envelope.SUITE_COBBLESTONE, vault_id=NO_VAULT, name="", version=0)
+    header.wrap = wrap_to_public(alg_name, public, dek, header)
+    dst.write(header.to_bytes())
+    _seal_payload(header, dek, context_pairs, src, dst)
+    return {"algorithm": alg_name, "fingerprint": pubkey.fingerprint(alg_name, public).hex()}
 
 
 def datakey(vault, name: str) -> dict:
@@ -124,7 +205,7 @@ def datakey(vault, name: str) -> dict:
         plaintext = random_bytes(32)
         dek = random_bytes(32)
         header = envelope.Header(suite=_suite_for(alg.name), vault_id=vault.vault_id, name=full, version=v["version"])
-        header.wrap = _wrap_dek(vault, alg, material, dek, header)
+        header.wrap = _wrap_dek(vault, alg, material, dek, header, _public_of(vault, full, v, alg))
         out = io.BytesIO()
         out.write(header.to_bytes())
         _seal_payload(header, dek, [], io.BytesIO(plaintext), out)

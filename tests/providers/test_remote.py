@@ -186,3 +186,27 @@ def test_is_loopback_url():
 def test_http_failure(status, cls, retry):
     failure = remote.http_failure(status, "x")
     assert type(failure.error) is cls and failure.retryable is retry
+
+
+def test_source_reprs_hide_the_environment():
+    from kms_cli.providers import aws_kms, gcp_kms, hcvault, keyring, passphrase, pkcs11
+    from kms_cli.providers.base import SourceOptions
+
+    secret = "s3cr3t-value"
+    env = {"VAULT_TOKEN": secret, "KMS_CLI_PASSPHRASE": secret, "AWS_SECRET_ACCESS_KEY": secret, "PIN": secret,
+           "VAULT_ADDR": "http://127.0.0.1:1"}
+    options = SourceOptions(environ=env)
+    sources = [
+        aws_kms.from_uri("aws-kms://alias/x", options),
+        gcp_kms.from_uri("gcp-kms://projects/p/locations/l/keyRings/r/cryptoKeys/k", options),
+        hcvault.from_uri("hcvault://transit/keys/k", options),
+        keyring.from_uri("keyring:x", options),
+        passphrase.from_uri("passphrase", options),
+        pkcs11.from_uri("pkcs11:token=t;object=o?module-path=/x.so&pin-source=env:PIN", options),
+    ]
+    from kms_cli.providers import azure_kv
+
+    sources.append(azure_kv.from_uri("azure-kv://v.vault.azure.net/keys/k", options, credential=object()))
+    for source in sources:
+        assert secret not in repr(source)
+        assert secret not in source.masked_uri()

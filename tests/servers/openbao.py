@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import tempfile
 
@@ -76,3 +77,4 @@ class OpenBao:
         if self.proc is not None:
             stop_pid(self.proc)
             self.proc = None
+        shutil.rmtree(self.home, ignore_errors=True)

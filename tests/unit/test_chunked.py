@@ -58,7 +58,8 @@ def reference_seal(pt: bytes, salt: bytes = SALT, key: bytes = KEY, ctx: bytes =
     ).derive(key)
     aead, base = AESGCM(okm[:32]), int.from_bytes(okm[32:44], "big")
     chunks = [pt[i : i + C] for i in range(0, len(pt) - len(pt) % C, C)] + [pt[len(pt) - len(pt) % C :]]
-    return salt + okm[44:] + b"".join(aead.encrypt((base ^ i).to_bytes(12, "big"), c, None) for i, c in enumerate(chunks))
+    body = b"".join(aead.encrypt((base ^ i).to_bytes(12, "big"), c, None) for i, c in enumerate(chunks))
+    return salt + okm[44:] + body
 
 
 # --------------------------------------------------------------------------

@@ -432,6 +432,7 @@ TTY_CHILD = r"""
 import os, sys
 print("tty", os.isatty(0), os.isatty(1), os.isatty(2), os.get_terminal_size(1))
 print("\x1b[31mred\x1b[0m", os.environ["SECRET"])
+print("prompt>", end=" ", flush=True)
 line = sys.stdin.readline().strip()
 print("read", line, file=sys.stderr)
 """
@@ -442,7 +443,7 @@ def test_mask_gives_the_child_a_terminal(tmp_path):
     proc = harness(tmp_path, [sys.executable, "-c", TTY_CHILD], secrets={"SECRET": SECRET.replace("\n", "")},
                    mask=True, stdin=slave, stdout=slave, stderr=slave, popen={"preexec_fn": _controlling(slave)})
     os.close(slave)
-    out = _read_until(master, b"red")
+    out = _read_until(master, b"prompt> ")
     os.write(master, b"hello\r")
     out += _read_until(master, b"read hello")
     proc.wait(timeout=10)
@@ -523,18 +524,39 @@ def test_mask_terminal_output_with_piped_input(tmp_path):
     assert out == b"False True 77 True from pipe *** ***\r\n"
 
 
-def test_ctrl_z_stops_and_fg_resumes(tmp_path):
-    script = 'echo ready; sleep 0.3; echo resumed'
+def _state(pid):
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_ctrl_z_in_masked_terminal_stops_and_fg_resumes(tmp_path):
+    # A real interactive shell does the job control, as for a user at a terminal.
+    pidfile = tmp_path / "pid"
+    script = 'echo $$ > "$PIDFILE"; echo ready; sleep 0.4; echo resumed'
+    spec = _spec(tmp_path, ["sh", "-c", script], secrets={"S": "zzz"}, mask=True)
     master, slave = _pty()
-    proc = harness(tmp_path, ["sh", "-c", script], secrets={"S": "zzz"}, mask=True, stdin=slave,
-                   stdout=slave, stderr=slave, popen={"preexec_fn": _controlling(slave)})
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PIDFILE=str(pidfile), PS1="$ ", TERM="dumb")
+    shell = subprocess.Popen(["bash", "--norc", "--noprofile", "-i"], stdin=slave, stdout=slave, stderr=slave,
+                             env=env, preexec_fn=_controlling(slave))
     os.close(slave)
-    assert b"ready" in _read_until(master, b"ready")
-    os.write(master, b"\x1a")  # Ctrl-Z: stops the child in its pty, then kms-cli stops itself
-    _pid, status = os.waitpid(proc.pid, os.WUNTRACED)
-    assert os.WIFSTOPPED(status)
-    os.kill(proc.pid, signal.SIGCONT)  # what `fg` does
-    out = _read_until(master, b"resumed")
-    proc.wait(timeout=10)
-    os.close(master)
-    assert b"resumed" in out and proc.returncode == 0
+    try:
+        os.write(master, f"{sys.executable} {HARNESS} {spec}\r".encode())
+        assert b"ready" in _read_until(master, b"ready")
+        os.write(master, b"\x1a")
+        assert b"Stopped" in _read_until(master, b"Stopped")
+        child = int(pidfile.read_text())
+        wait_for(lambda: _state(child) == "T", timeout=2)  # the child is stopped too, not running unseen
+        os.write(master, b"fg\r")
+        out = _read_until(master, b"resumed")
+        assert b"resumed" in out
+        out = _read_until(master, b"$ ")  # the prompt: kms-cli is done with the terminal
+        os.write(master, b"echo rc=$?\r")
+        out = _read_until(master, b"rc=0")
+        assert b"rc=0" in out
+    finally:
+        os.write(master, b"exit\r")
+        try:
+            shell.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            shell.kill()
+            shell.wait()
+        os.close(master)

@@ -75,7 +75,10 @@ def test_cobblestone_decrypt_stream(case, threads):
         assert written == b""
 
 
-@pytest.mark.parametrize("case", [c for c in COBBLESTONE if "HeaderFailure" not in c[1]["flags"]], ids=vectorutil.case_id)
+RAW_MODE = [c for c in COBBLESTONE if "HeaderFailure" not in c[1]["flags"]]
+
+
+@pytest.mark.parametrize("case", RAW_MODE, ids=vectorutil.case_id)
 def test_cobblestone_key_schedule(case):
     """Raw-mode parameters: the derived AEAD key and base nonce match the vectors."""
     _, test = case

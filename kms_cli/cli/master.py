@@ -1,0 +1,46 @@
+"""Handlers for `master ...`: slots and root key rotation."""
+
+from __future__ import annotations
+
+from kms_cli.cli import output
+
+
+def list_(ctx) -> int:
+    from kms_cli.vault import slots
+
+    with ctx.vault() as vault:
+        items = slots.list_slots(vault)
+    ctx.emit(items, lambda items: output.table(
+        ctx, ["SLOT", "SOURCE", "CREATED", "LAST USED"],
+        [[s["slot"], s["source"] + (" (unlocked now)" if s["current"] else ""), s["created"], s["last_used"]]
+         for s in items]))
+    return 0
+
+
+def add(ctx, source, create_key) -> int:
+    from kms_cli.vault import slots
+
+    with ctx.vault() as vault:
+        info = slots.add(vault, source, ctx.source_options(create_key=create_key))
+    ctx.emit(info, lambda i: ctx.info(f"added slot {i['slot']} ({i['source']})"))
+    return 0
+
+
+def remove(ctx, slot) -> int:
+    from kms_cli.vault import slots
+
+    with ctx.vault() as vault:
+        info = slots.remove(vault, slot)
+    ctx.emit(info, lambda i: ctx.info(f"removed slot {i['slot']} ({i['source']})"))
+    return 0
+
+
+def rotate(ctx) -> int:
+    from kms_cli.vault import slots
+
+    with ctx.vault() as vault:
+        info = slots.rotate(vault)
+    ctx.emit(info, lambda i: ctx.info(
+        f"new root key: re-sealed {i['key_versions']} key versions, {i['secret_versions']} secret versions "
+        f"and {i['slots']} slots"))
+    return 0

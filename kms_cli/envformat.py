@@ -93,12 +93,18 @@ def _text(var: str, value: Value) -> str:
         ) from None
 
 
-def _texts(mapping: Mapping[str, Value]) -> list[tuple[str, str]]:
+def _texts(mapping: Mapping[str, Value], *, nul_ok: bool = True) -> list[tuple[str, str]]:
     out = []
     for var, value in mapping.items():
         if not is_env_name(var):
             raise UsageError(f"{var!r} is not a valid variable name")
-        out.append((var, _text(var, value)))
+        text = _text(var, value)
+        if not nul_ok and "\0" in text:
+            raise UsageError(
+                f"the value of {var} holds a NUL byte, which a shell variable cannot carry",
+                hint="use --format json or dotenv",
+            )
+        out.append((var, text))
     return out
 
 
@@ -113,7 +119,7 @@ def format_sh(mapping: Mapping[str, Value]) -> str:
     Inside single quotes nothing is special to sh (``$``, backticks, ``\\``, newlines),
     so every value survives eval byte for byte.
     """
-    return "".join(f"export {var}={sh_quote(text)}\n" for var, text in _texts(mapping))
+    return "".join(f"export {var}={sh_quote(text)}\n" for var, text in _texts(mapping, nul_ok=False))
 
 
 def format_dotenv(mapping: Mapping[str, Value]) -> str:
@@ -159,7 +165,7 @@ def github_env_text(
     early and inject other variables.
     """
     parts = []
-    for var, text in _texts(mapping):
+    for var, text in _texts(mapping, nul_ok=False):
         if "\n" in text or "\r" in text:
             delimiter = _delimiter(text, token)
             parts.append(f"{var}<<{delimiter}\n{text}\n{delimiter}\n")
@@ -188,8 +194,8 @@ def format_github(
             "GITHUB_ENV is not set",
             hint="--format github works inside a GitHub Actions job; use --format sh elsewhere",
         )
-    masks = "".join(mask_lines(mapping))  # validates every value before touching the file
-    text = github_env_text(mapping, token=token)
+    text = github_env_text(mapping, token=token)  # validates every value before touching the file
+    masks = "".join(mask_lines(mapping))
     fd = os.open(github_env_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
         f.write(text)

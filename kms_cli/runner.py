@@ -24,8 +24,9 @@ occurrence of a value is replaced by ``***``; see `mask_patterns` for the forms 
 and `Masker` for how values split across reads are caught. When kms-cli's stdout is a
 terminal the child gets a pseudo-terminal of the same size (kept in sync) so colours,
 progress bars and line editing work; if stdin is that terminal too and kms-cli is in
-the foreground, the terminal is put in raw mode and keystrokes pass through the pty,
-so Ctrl-C and Ctrl-Z act on the child as usual.
+the foreground, the terminal is put in raw mode and keystrokes pass through the pty
+(Ctrl-C and Ctrl-\\ become the child's signals there), except Ctrl-Z, which stops the
+child and kms-cli together so that the shell's ``fg`` resumes both.
 
 Limits: a SIGKILL to kms-cli cannot be handled, so the env file then stays behind
 (choose a directory on tmpfs); `run` must be called from the main thread of a process
@@ -585,34 +586,35 @@ class _Supervisor:
             except (OSError, ValueError):
                 pass
         remove_env_file = None
-        own_fds: list[int] = []
-        try:
-            # With keystrokes relayed, Ctrl-Z reaches kms-cli as SIGTSTP: handled, not obeyed.
-            with _Signals((signal.SIGTSTP,) if self.proxy_stdin else ()) as signals:
+        # Signals stay blocked until everything is cleaned up: a SIGTERM now is for the
+        # child, and must not stop kms-cli between the child's end and the env file's.
+        # With keystrokes relayed, Ctrl-Z reaches kms-cli as SIGTSTP: handled, not obeyed.
+        with _Signals((signal.SIGTSTP,) if self.proxy_stdin else ()) as signals:
+            try:
                 if self.env_file is not None:
                     path, remove_env_file = _write_env_file(self.env_file, self.dotenv_text)
                     self.env[ENV_FILE_VAR] = path
+                child_fds: list[int] = []
                 try:
-                    self._spawn(own_fds)
+                    self._spawn(child_fds)
                 except _CommandError as exc:
                     self.report(exc.message)
                     return exc.code
                 finally:
-                    for fd in own_fds:  # the child's ends of pipes and the pty
+                    for fd in child_fds:  # the child's ends of the pipes and the pty
                         os.close(fd)
-                    own_fds.clear()
                 for sig, by_kernel in signals.pending():  # arrived while starting
                     self._on_signal(sig, by_kernel)
                 self._loop(signals)
                 return _exit_code(self.status)
-        finally:
-            self._restore_tty()
-            for fd in list(self.sources):
-                self._close_source(fd, flush=True)
-            if self.master is not None:
-                os.close(self.master)
-            if remove_env_file is not None:
-                remove_env_file()
+            finally:
+                self._restore_tty()
+                for fd in list(self.sources):
+                    self._close_source(fd, flush=True)
+                if self.master is not None:
+                    os.close(self.master)
+                if remove_env_file is not None:
+                    remove_env_file()
 
     # -- starting the child
 

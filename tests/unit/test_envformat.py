@@ -122,6 +122,12 @@ def test_sh_rejects_non_utf8_naming_the_variable():
     assert "BLOB" in exc.value.message and "secret" not in exc.value.message.replace("BLOB", "")
 
 
+def test_sh_rejects_nul():
+    with pytest.raises(UsageError) as exc:
+        envformat.format_sh({"HASNUL": "a\0b"})
+    assert "HASNUL" in exc.value.message
+
+
 # -- dotenv and json
 
 

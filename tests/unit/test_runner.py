@@ -130,7 +130,7 @@ def test_masker_longest_and_overlapping_values():
     assert masked([], [b"abc", b"def"]) == b"abcdef"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     st.lists(st.binary(min_size=1, max_size=5), min_size=1, max_size=3),
     st.lists(st.binary(max_size=6), max_size=8),
@@ -243,6 +243,16 @@ def test_exit_codes(tmp_path, mode):
             assert len(lines) == 1 and lines[0].startswith("kms-cli: error: ") and err in lines[0]
 
 
+@pytest.mark.parametrize("mode,code", [("exec", -signal.SIGPIPE), ("env-file", 128 + signal.SIGPIPE)])
+def test_child_gets_default_sigpipe(tmp_path, mode, code):
+    # Python ignores SIGPIPE; the child must not inherit that (`yes | head` must end `yes`).
+    proc = harness(tmp_path, ["yes"], **mode_kwargs(mode, tmp_path))
+    assert proc.stdout.readline() == b"y\n"
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == code and b"Broken pipe" not in err
+
+
 def test_missing_command_is_usage_error():
     with pytest.raises(UsageError) as exc:
         runner.run([], {})
@@ -351,11 +361,12 @@ def test_mask_hides_value_printed_in_pieces(tmp_path):
 
 def test_mask_does_not_hold_back_ordinary_output(tmp_path):
     script = 'printf "prompt> "; sleep 2; printf "done\\n"'
-    proc = harness(tmp_path, ["sh", "-c", script], secrets={"SECRET": "secret-value"}, mask=True)
+    proc = harness(tmp_path, ["sh", "-c", script], secrets={"SECRET": "secret-value"}, mask=True,
+                   popen={"start_new_session": True})
     ready, _, _ = select.select([proc.stdout], [], [], 1.5)
     assert ready, "the prompt was held back"
     assert os.read(proc.stdout.fileno(), 100) == b"prompt> "
-    proc.kill()
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate()
 
 

@@ -1,22 +1,40 @@
-"""The append-only, hash-chained audit log and its verification.
+"""The append-only, hash-chained audit log: append, verify, query, follow, export, prune and rekey.
 
 Each entry's `mac` is HMAC-SHA-256 under the audit subkey over the canonical
 JSON of the entry without `mac` (keys sorted, no spaces), which includes `prev`,
 the previous entry's mac. The head row holds the last seq and mac, sealed with
-its own MAC, so deleting the newest entries is detected. `audit prune` replaces
-old entries by one checkpoint entry whose `prev` is the pruned tail's mac.
+its own MAC, so deleting the newest entries is detected.
+
+Retention: `prune` deletes entries 1..K and puts one MACed `audit.checkpoint`
+entry at seq K in their place. The checkpoint's `prev` is the mac of the last
+pruned entry K, which is exactly what entry K+1 names as its `prev`, so the chain
+still verifies from the checkpoint on: a checkpoint stands in for the entries it
+replaced, and only the vault's audit key can make one.
+
+Verification names the first bad seq and the kind of damage:
+  altered        an entry does not match its mac, or its columns do not match it
+  missing        a gap in seq (entries deleted from the middle or the start)
+  reordered      authentic entries stored at the wrong seq (swapped or moved)
+  truncated      the head names entries after the last one (newest entries deleted)
+  head mismatch  the head's seal does not verify or it does not name the last entry
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
 from dataclasses import dataclass
+from typing import Callable, Iterator
 
 from kms_cli import durations
 from kms_cli.crypto.primitives import equal, hmac_sha256
-from kms_cli.errors import IntegrityError, KmsError
+from kms_cli.errors import IntegrityError, KmsError, UsageError
 
 GENESIS = "0" * 64
+CHECKPOINT = "audit.checkpoint"
+FIELDS = ("seq", "time", "actor", "op", "target", "version", "result", "error")
+BATCH = 20_000
 
 
 def canonical(entry: dict) -> bytes:
@@ -32,31 +50,92 @@ def result_of(exc: BaseException | None) -> tuple[str, str | None]:
     return "error", "internal"
 
 
+def to_entry(text: str, mac: str) -> dict:
+    """A stored row as the spec's entry shape (plus `detail` where the op recorded one)."""
+    body = json.loads(text)
+    out = {k: body.get(k) for k in FIELDS}
+    actor = out["actor"]
+    if isinstance(actor, dict):
+        out["actor"] = {k: actor.get(k) for k in ("user", "host", "pid", "ci")}
+    if "detail" in body:
+        out["detail"] = body["detail"]
+    out["prev"] = body.get("prev")
+    out["mac"] = mac
+    return out
+
+
+class _Mac:
+    """HMAC-SHA-256 (RFC 2104) with the key's pads hashed once: a million entries verify fast.
+
+    Same function as crypto.primitives.hmac_sha256 (a unit test checks it), only
+    precomputed: each message costs two SHA-256 state copies instead of a rekey.
+    """
+
+    def __init__(self, key: bytes):
+        if len(key) > 64:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+
+    def hex(self, data: bytes) -> str:
+        inner = self._inner.copy()
+        inner.update(data)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()
+
+    def __repr__(self) -> str:
+        return "_Mac(***)"
+
+
+class AuditDamage(IntegrityError):
+    """The chain or its head failed verification: `seq` is the first bad one, `kind` what is wrong."""
+
+    def __init__(self, seq: int, kind: str, why: str):
+        super().__init__(f"audit chain broken at seq {seq}: {kind} ({why})",
+                         hint="the audit log was edited outside kms-cli; restore a backup to recover it")
+        self.seq = seq
+        self.kind = kind
+
+
+@dataclass
+class VerifyResult:
+    entries: int
+    last_seq: int
+    first_seq: int = 0  # 1, or the seq of the checkpoint the chain starts from
+
+
 class AuditLog:
     def __init__(self, store, key: bytes, actor: dict):
         self.store = store
         self.key = key
         self.actor = actor
+        self._fast = _Mac(key)
 
+    def __repr__(self) -> str:
+        return f"AuditLog({self.store.path!r})"
+
+    # -- MACs ----------------------------------------------------------------
     def _mac(self, entry: dict) -> str:
         return hmac_sha256(self.key, canonical(entry)).hex()
 
-    def _head_seal(self, seq: int, mac: str) -> str:
-        return hmac_sha256(self.key, b"kms-cli/audit-head/v1\x00" + str(seq).encode() + b"\x00" + mac.encode()).hex()
+    def _head_seal(self, seq: int, mac: str, key: bytes | None = None) -> str:
+        return hmac_sha256(key or self.key,
+                           b"kms-cli/audit-head/v1\x00" + str(seq).encode() + b"\x00" + mac.encode()).hex()
 
     def head(self) -> tuple[int, str]:
         row = self.store.one("SELECT seq, mac FROM audit_head WHERE id = 1")
         return (row["seq"], row["mac"]) if row else (0, GENESIS)
 
-    def append(self, op: str, target: str | None = None, version: int | None = None,
-               result: str = "ok", error: str | None = None, extra: dict | None = None) -> dict:
-        """Append one entry; the caller holds the write transaction."""
-        if not self.store.in_transaction:
-            raise RuntimeError("audit entries are written inside the operation's transaction")
-        seq, prev = self.head()
+    # -- appending -----------------------------------------------------------
+    def make_entry(self, seq: int, prev: str, op: str, target: str | None = None, version: int | None = None,
+                   result: str = "ok", error: str | None = None, extra: dict | None = None,
+                   when: float | None = None) -> dict:
+        """A complete entry with its mac (not stored): used by append, prune and scripts/bench_audit.py."""
         entry = {
-            "seq": seq + 1,
-            "time": durations.rfc3339(durations.now()),
+            "seq": seq,
+            "time": durations.rfc3339(durations.now() if when is None else when),
             "actor": self.actor,
             "op": op,
             "target": target,
@@ -68,73 +147,306 @@ class AuditLog:
         if extra:
             entry["detail"] = extra
         entry["mac"] = self._mac(entry)
+        return entry
+
+    def _insert(self, entry: dict) -> None:
+        self.store.run(
+            "INSERT INTO audit (seq, time, entry, op, target, mac) VALUES (?, ?, ?, ?, ?, ?)",
+            (entry["seq"], entry["time"], canonical(entry).decode(), entry["op"], entry["target"], entry["mac"]),
+        )
+
+    def _set_head(self, seq: int, mac: str) -> None:
+        self.store.run(
+            "INSERT INTO audit_head (id, seq, mac, seal) VALUES (1, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, mac = excluded.mac, seal = excluded.seal",
+            (seq, mac, self._head_seal(seq, mac)),
+        )
+
+    def append(self, op: str, target: str | None = None, version: int | None = None,
+               result: str = "ok", error: str | None = None, extra: dict | None = None) -> dict:
+        """Append one entry; the caller holds the write transaction."""
+        if not self.store.in_transaction:
+            raise RuntimeError("audit entries are written inside the operation's transaction")
         try:
-            self.store.run(
-                "INSERT INTO audit (seq, time, entry, op, target, mac) VALUES (?, ?, ?, ?, ?, ?)",
-                (entry["seq"], entry["time"], canonical(entry).decode(), op, target, entry["mac"]),
-            )
-            self.store.run(
-                "INSERT INTO audit_head (id, seq, mac, seal) VALUES (1, ?, ?, ?) "
-                "ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, mac = excluded.mac, seal = excluded.seal",
-                (entry["seq"], entry["mac"], self._head_seal(entry["seq"], entry["mac"])),
-            )
+            seq, prev = self.head()
+            entry = self.make_entry(seq + 1, prev, op, target, version, result, error, extra)
+            self._insert(entry)
+            self._set_head(entry["seq"], entry["mac"])
         except Exception as exc:  # fail closed: the operation does not happen without its entry
             raise KmsError("could not write the audit entry; the operation was not performed") from exc
         return entry
 
     # -- verification --------------------------------------------------------
-    def verify(self) -> "VerifyResult":
-        """Check the whole chain and the head. Returns counts; raises IntegrityError on damage."""
-        expected_seq = None
-        prev = GENESIS
-        count = 0
-        last_seq, last_mac = 0, GENESIS
-        cur = self.store.conn.execute("SELECT seq, entry, mac FROM audit ORDER BY seq")
-        key = self.key
-        from kms_cli.crypto.primitives import hmac_sha256 as mac_fn
+    def verify(self) -> VerifyResult:
+        """Check the whole chain and the head in one snapshot. Raises AuditDamage on the first damage."""
+        with self.store.read():
+            return self._verify()
 
+    def _verify(self) -> VerifyResult:
+        conn = self.store.conn
+        cur = conn.execute("SELECT seq, entry, mac, op, target, time FROM audit ORDER BY seq")
+        cur.row_factory = None  # plain tuples: no sqlite3.Row per entry
+        mac_hex = self._fast.hex
+        op_frag: dict[str, str] = {}
+        expected, chain = 1, GENESIS  # the next seq, and the value its `prev` must hold
+        count, first, last = 0, 0, 0
         while True:
-            rows = cur.fetchmany(10_000)
+            rows = cur.fetchmany(BATCH)
             if not rows:
                 break
-            for seq, text, mac in rows:
-                try:
-                    entry = json.loads(text)
-                except ValueError:
-                    raise IntegrityError(f"audit chain broken at seq {seq}: altered (unreadable entry)") from None
-                body = text.encode()
-                if not equal(mac_fn(key, body).hex().encode(), mac.encode()) or entry.get("seq") != seq:
-                    raise IntegrityError(f"audit chain broken at seq {seq}: altered")
-                if expected_seq is None:
-                    # The first entry: genesis, or a checkpoint left by `audit prune`.
-                    if seq != 1 and entry.get("op") != "audit.checkpoint":
-                        raise IntegrityError(f"audit chain broken at seq {seq}: missing entries before it")
-                    if seq == 1 and entry.get("prev") != GENESIS:
-                        raise IntegrityError(f"audit chain broken at seq {seq}: altered")
+            for row in rows:
+                seq, text, mac, op, target, when = row
+                # The fast path: every check by slicing the canonical text, no json.loads.
+                # Keys are sorted, so the top-level `prev` is the last `,"prev":"` in the text
+                # (only result, seq, target, time and version follow it: none is an object).
+                i = text.rfind(',"prev":"')
+                frag = op_frag.get(op)
+                if frag is None:
+                    frag = op_frag[op] = f'"op":"{op}"'
+                if (seq == expected and op != CHECKPOINT and text[i + 9:i + 73] == chain
+                        and mac_hex(text.encode()) == mac and text.endswith(frag, 0, i)
+                        and (f',"seq":{seq},"target":{"null" if target is None else chr(34) + target + chr(34)},'
+                             f'"time":"{when}","version":') in text[i + 74:]):
+                    chain = mac
                 else:
-                    if seq != expected_seq:
-                        raise IntegrityError(f"audit chain broken at seq {expected_seq}: missing")
-                    if entry.get("prev") != prev:
-                        raise IntegrityError(f"audit chain broken at seq {seq}: reordered or missing predecessor")
-                prev = mac
-                expected_seq = seq + 1
-                last_seq, last_mac = seq, mac
+                    # Anything unusual (a checkpoint, a name that needed JSON escapes, damage):
+                    # the careful path decides, and raises on damage.
+                    chain = self._careful(row, expected, chain)
+                    if op == CHECKPOINT:
+                        first = seq
+                if not first:
+                    first = seq
+                expected = seq + 1
+                last = seq
                 count += 1
+        self._check_head(count, last, chain)
+        return VerifyResult(count, last, first)
+
+    def _careful(self, row, expected: int, chain: str) -> str:
+        """Full check of one row with json.loads; returns the new chain value or raises AuditDamage."""
+        seq, text, mac, op, target, when = row
+        authentic = equal(self._fast.hex(text.encode()).encode(), str(mac).encode())
+        body = None
+        if authentic:
+            try:
+                body = json.loads(text)
+            except ValueError:
+                authentic = False
+        columns_match = body is not None and (
+            body.get("op") == op and body.get("target") == target and body.get("time") == when)
+        # A checkpoint left by `audit prune` restarts the chain: it vouches for everything before it.
+        if body is not None and body.get("op") == CHECKPOINT and body.get("seq") == seq and columns_match:
+            return body.get("prev")
+        if seq > expected:
+            self._gap(expected, seq)
+        if seq < expected:  # a row below the chain's start (e.g. moved to seq 0 or below)
+            raise AuditDamage(seq, "reordered" if authentic else "altered",
+                              "an entry is stored before the start of the chain")
+        if not authentic:
+            raise AuditDamage(seq, "altered", "the entry does not match its mac")
+        if body.get("seq") != seq:
+            raise AuditDamage(seq, "reordered", f"the entry of seq {body.get('seq')} is stored at seq {seq}")
+        if not columns_match:
+            raise AuditDamage(seq, "altered", "the op, target or time column does not match the entry")
+        if body.get("prev") != chain:
+            if seq == 1:
+                raise AuditDamage(seq, "altered", "the first entry does not start the chain")
+            raise AuditDamage(seq, "altered", f"the entry does not chain to seq {seq - 1}")
+        return mac
+
+    def _gap(self, expected: int, found: int) -> None:
+        """Rows expected..found-1 are absent: moved elsewhere (reordered) or gone (missing)."""
+        needle = f',"seq":{expected},"target":'
+        for seq, text, mac in self.store.conn.execute(
+                "SELECT seq, entry, mac FROM audit WHERE instr(entry, ?) > 0", (needle,)).fetchall():
+            if seq != expected and equal(self._fast.hex(text.encode()).encode(), str(mac).encode()):
+                raise AuditDamage(expected, "reordered", f"the entry of seq {expected} is stored at seq {seq}")
+        if expected == 1:
+            raise AuditDamage(1, "missing", f"entries 1 to {found - 1} are gone and no checkpoint covers them")
+        what = f"entry {expected} is" if found == expected + 1 else f"entries {expected} to {found - 1} are"
+        raise AuditDamage(expected, "missing", f"{what} gone")
+
+    def _check_head(self, count: int, last: int, chain: str) -> None:
         row = self.store.one("SELECT seq, mac, seal FROM audit_head WHERE id = 1")
         if row is None:
             if count:
-                raise IntegrityError("audit head is missing: head mismatch")
-            return VerifyResult(0, 0)
-        if not equal(self._head_seal(row["seq"], row["mac"]).encode(), row["seal"].encode()):
-            raise IntegrityError(f"audit head mismatch: the head seal does not verify (seq {row['seq']})")
-        if row["seq"] > last_seq:
-            raise IntegrityError(f"audit chain truncated: entries after seq {last_seq} up to {row['seq']} are missing")
-        if row["seq"] != last_seq or row["mac"] != last_mac:
-            raise IntegrityError(f"audit head mismatch at seq {last_seq}: the head names seq {row['seq']}")
-        return VerifyResult(count, last_seq)
+                raise AuditDamage(last, "head mismatch", "the head is missing")
+            return
+        hseq, hmac_, seal = row[0], row[1], row[2]
+        if not equal(self._head_seal(hseq, hmac_).encode(), str(seal).encode()):
+            raise AuditDamage(hseq, "head mismatch", "the head's seal does not verify")
+        if hseq > last:
+            what = f"entry {last + 1} is" if hseq == last + 1 else f"entries {last + 1} to {hseq} are"
+            raise AuditDamage(last + 1, "truncated", f"{what} missing; the head names seq {hseq}")
+        if hseq < last:
+            raise AuditDamage(hseq + 1, "head mismatch", f"the head names seq {hseq} but the chain goes on to {last}")
+        if hmac_ != chain:
+            raise AuditDamage(last, "head mismatch", "the head names another entry")
+
+    # -- reading -------------------------------------------------------------
+    def stats(self) -> dict:
+        """Entry count and head seq (for health and metrics)."""
+        count = self.store.one("SELECT COUNT(*) FROM audit")[0]
+        return {"entries": count, "last_seq": self.head()[0]}
+
+    def query(self, *, since: str | None = None, target: str | None = None, op: str | None = None,
+              after: int = 0, upto: int | None = None,
+              visible: Callable[[str | None], bool] | None = None) -> Iterator[dict]:
+        """Entries in seq order. `since` is an RFC 3339 time, `target` also matches one name of a
+        multi-name entry (exec), `op` may be a glob (`key.*`), `visible` filters by namespace."""
+        sql = "SELECT seq, entry, mac, target FROM audit WHERE seq > ?"
+        params: list = [after]
+        if upto is not None:
+            sql += " AND seq <= ?"
+            params.append(upto)
+        if since:
+            sql += " AND time >= ?"
+            params.append(since)
+        if op:
+            sql += " AND op GLOB ?"
+            params.append(op)
+        if target:
+            sql += " AND (target = ? OR instr(',' || target || ',', ',' || ? || ',') > 0)"
+            params += [target, target]
+        cur = self.store.conn.execute(sql + " ORDER BY seq", params)
+        cur.row_factory = None
+        while True:
+            rows = cur.fetchmany(1000)
+            if not rows:
+                return
+            for _, text, mac, tgt in rows:
+                if visible is None or visible(tgt):
+                    yield to_entry(text, mac)
+
+    def follow(self, *, after: int, interval: float = 0.5, sleep: Callable[[float], None] = time.sleep,
+               skip: Callable[[dict], bool] | None = None, **filters) -> Iterator[dict]:
+        """Poll for entries after seq `after` and yield them as they land, until the caller stops."""
+        while True:
+            top = self.store.one("SELECT MAX(seq) FROM audit")[0] or 0
+            if top > after:
+                for entry in self.query(after=after, upto=top, **filters):
+                    if skip is None or not skip(entry):
+                        yield entry
+                after = top
+            sleep(interval)
+
+    # -- retention -----------------------------------------------------------
+    def prune(self, before: float) -> dict:
+        """Delete the entries older than `before` (epoch seconds) and leave a checkpoint in their
+        place. Inside the caller's write transaction; the chain is verified first, so pruning
+        never hides damage."""
+        if not self.store.in_transaction:
+            raise RuntimeError("prune runs inside the operation's transaction")
+        self._verify()
+        cutoff = durations.rfc3339(before)
+        last = self.store.one("SELECT MAX(seq) FROM audit WHERE time < ? AND op != ?", (cutoff, CHECKPOINT))[0]
+        if last is None:
+            return {"pruned": 0, "before": cutoff, "checkpoint": None}
+        count, first = self.store.one(
+            "SELECT COUNT(*), MIN(seq) FROM audit WHERE seq <= ? AND op != ?", (last, CHECKPOINT))
+        last_mac = self.store.one("SELECT mac FROM audit WHERE seq = ?", (last,))[0]
+        self.store.run("DELETE FROM audit WHERE seq <= ?", (last,))
+        info = {"pruned": count, "first": first, "last": last, "before": cutoff}
+        self._insert(self.make_entry(last, last_mac, CHECKPOINT, extra=info))
+        return {"pruned": count, "before": cutoff, "checkpoint": last}
+
+    # -- master rotate -------------------------------------------------------
+    def rekey(self, new_key: bytes) -> None:
+        """Re-MAC every entry and the head under a new audit key (the root key changed), in the
+        caller's transaction. The chain is verified under the old key first: damage is never
+        laundered into a valid chain. Each `prev` is mapped to the re-MACed predecessor; a
+        `prev` naming a pruned entry (after a checkpoint) or the genesis stays as it is."""
+        if not self.store.in_transaction:
+            raise RuntimeError("rekey runs inside the operation's transaction")
+        self._verify()
+        new = AuditLog(self.store, new_key, self.actor)
+        renamed: dict[str, str] = {}
+        updates = []
+        cur = self.store.conn.execute("SELECT seq, entry, mac FROM audit ORDER BY seq")
+        cur.row_factory = None
+        for seq, text, mac in cur.fetchall():
+            body = json.loads(text)
+            body["prev"] = renamed.get(body["prev"], body["prev"])
+            data = canonical(body)
+            new_mac = new._fast.hex(data)
+            renamed[mac] = new_mac
+            updates.append((data.decode(), new_mac, seq))
+        self.store.conn.executemany("UPDATE audit SET entry = ?, mac = ? WHERE seq = ?", updates)
+        has_head = self.store.one("SELECT seq, mac FROM audit_head WHERE id = 1")
+        self.key, self._fast = new_key, new._fast
+        if has_head:
+            self._set_head(has_head[0], renamed.get(has_head[1], has_head[1]))
 
 
-@dataclass
-class VerifyResult:
-    entries: int
-    last_seq: int
+# -- the audited commands (called by kms_cli.cli.audit_cmds with an unlocked vault) ------------
+
+def _visible(vault) -> Callable[[str | None], bool] | None:
+    """With --namespace, only entries whose every target lies inside it: nothing outside is detected."""
+    ns = vault.ns
+    if not ns.prefix:
+        return None
+
+    def visible(target: str | None) -> bool:
+        return bool(target) and all(t == ns.prefix or ns.contains(t) for t in target.split(","))
+
+    return visible
+
+
+def _filters(vault, since: int | None, target: str | None, op: str | None) -> dict:
+    return {
+        "since": durations.rfc3339(durations.now() - since) if since is not None else None,
+        "target": vault.ns.full(target) if target else None,
+        "op": op,
+        "visible": _visible(vault),
+    }
+
+
+def log(vault, *, since: int | None = None, target: str | None = None, op: str | None = None,
+        emit: Callable[[dict], None], op_name: str = "audit.log") -> int:
+    """Stream the matching entries (one snapshot) to `emit`, then record the read; returns the last seq read."""
+    filters = _filters(vault, since, target, op)
+    with vault.operation(op_name, filters["target"], write=False) as rec:
+        with vault.store.read():
+            top = vault.store.one("SELECT COALESCE(MAX(seq), 0) FROM audit")[0]
+            count = 0
+            for entry in vault.audit.query(upto=top, **filters):
+                emit(entry)
+                count += 1
+        rec.extra = {"entries": count}
+    return top
+
+
+def follow(vault, *, after: int, since: int | None = None, target: str | None = None, op: str | None = None,
+           interval: float = 0.5) -> Iterator[dict]:
+    """Entries landing after seq `after`, forever (the caller stops on interrupt). This process's
+    own `audit.log` entry is not echoed back."""
+    import os
+    import socket
+
+    me = (os.getpid(), socket.gethostname())
+
+    def own(entry: dict) -> bool:
+        a = entry.get("actor") or {}
+        return entry["op"] == "audit.log" and (a.get("pid"), a.get("host")) == me
+
+    yield from vault.audit.follow(after=after, interval=interval, skip=own, **_filters(vault, since, target, op))
+
+
+def verify(vault) -> VerifyResult:
+    """Verify the chain and head (before this command's own entry is appended), then record it."""
+    with vault.operation("audit.verify", write=False) as rec:
+        result = vault.audit.verify()
+        rec.extra = {"entries": result.entries, "last_seq": result.last_seq}
+    return result
+
+
+def prune(vault, before: int) -> dict:
+    """Prune entries older than `before` seconds ago; the prune is itself an entry, in the same transaction."""
+    if vault.ns.prefix:
+        raise UsageError("audit prune acts on the whole vault's log", hint="run it without --namespace")
+    if before < 0:
+        raise UsageError("--before must not be negative")
+    with vault.operation("audit.prune") as rec:
+        info = vault.audit.prune(durations.now() - before)
+        rec.extra = {k: v for k, v in info.items() if v is not None}
+    return info

@@ -191,6 +191,41 @@ COMMANDS = (
 )
 
 
+_SECRET_VAR = Opt(("--secret", "-s"), "secret", "Secret to inject, as NAME or NAME=VAR (repeatable).",
+                  kind="multi", metavar="NAME[=VAR]")
+_ALL = Opt(("--all",), "all", "Every secret of the current namespace.", kind="flag")
+_PREFIX = Opt(("--prefix",), "prefix", "Prefix for variable names derived from secret names.", metavar="P",
+              default="")
+
+COMMANDS = COMMANDS + (
+    # -- processes -----------------------------------------------------------
+    Cmd(("exec",), "Run CMD (never through a shell) with secrets in its environment.",
+        "kms_cli.cli.process:exec_",
+        args=(Arg("command", "The command and its arguments (after --).", required=False, rest=True,
+                  metavar="CMD [ARGS]..."),),
+        opts=(_SECRET_VAR, _ALL, _PREFIX,
+              Opt(("--pristine",), "pristine", "Start from a minimal environment (PATH, HOME, USER, LOGNAME, "
+                  "SHELL, TERM, LANG, LC_*, TZ, TMPDIR).", kind="flag"),
+              Opt(("--no-clobber",), "no_clobber", "Refuse (exit 8) when a variable already exists.", kind="flag"),
+              Opt(("--mask",), "mask", "Replace injected values in CMD's output with ***.", kind="flag"),
+              Opt(("--env-file-out",), "env_file_out", "Also write a 0600 dotenv file (deleted when CMD exits) "
+                  "and export its path as KMS_CLI_ENV_FILE.", metavar="PATH")),
+        epilog="VAR defaults to the last name segment upper-cased with '-' and '.' turned to '_', after --prefix."),
+    Cmd(("env",), "Print secrets as shell assignments (eval-safe), dotenv, JSON or GitHub Actions env.",
+        "kms_cli.cli.process:env",
+        opts=(_SECRET_VAR, _ALL, _PREFIX,
+              Opt(("--format",), "format", "sh, dotenv, json or github.", metavar="FORMAT", default="sh",
+                  choices=("sh", "dotenv", "json", "github")))),
+    Cmd(("inject",), "Render a template, replacing {{ kms://NAME }} references with secret values.",
+        "kms_cli.cli.process:inject",
+        opts=(Opt(("-i", "--in"), "input", "Template file ('-' for stdin).", metavar="TEMPLATE", default="-"),
+              Opt(("-o", "--out"), "output", "Output file (written 0600; '-' for stdout).", metavar="OUT",
+                  default="-"))),
+    Cmd(("read",), "Print the secret a kms:// reference names (like secret get).", "kms_cli.cli.process:read",
+        args=(Arg("reference", "kms://NAME or kms://NAME?version=N", metavar="REFERENCE"),)),
+)
+
+
 def find(path: tuple[str, ...]) -> Cmd | None:
     for c in COMMANDS:
         if c.path == path:

@@ -232,7 +232,9 @@ class AwsKmsSource:
         return self.uri
 
     def secret_env_vars(self) -> list[str]:
-        return ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"]
+        # The user's own cloud credentials serve the child too (`exec -- aws ...`): only
+        # variables that exist to unlock kms-cli (keys, PINs, passphrases) are scrubbed.
+        return []
 
 
 def _looks_like_ec2() -> bool:

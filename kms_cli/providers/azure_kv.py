@@ -246,7 +246,9 @@ class AzureKvSource:
         return self.uri
 
     def secret_env_vars(self) -> list[str]:
-        return ["AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PASSWORD", "AZURE_PASSWORD"]
+        # The user's own cloud credentials serve the child too (`exec -- aws ...`): only
+        # variables that exist to unlock kms-cli (keys, PINs, passphrases) are scrubbed.
+        return []
 
 
 def _status(exc: BaseException) -> int | None:

@@ -66,4 +66,5 @@ class MasterKeySource(Protocol):
         """The URI as shown to users, with any secret part masked."""
 
     def secret_env_vars(self) -> list[str]:
-        """Environment variables holding this source's secrets, removed from `exec` children."""
+        """Variables that exist only to unlock kms-cli (master keys, PINs, passphrases), removed from
+        `exec` children; general cloud credentials are not among them."""

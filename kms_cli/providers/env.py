@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kms_cli.crypto import chunked
 from kms_cli.errors import IntegrityError, NotFoundError, UnlockError, UsageError
@@ -38,7 +38,7 @@ def parse_key(text: str, var: str) -> bytes:
 @dataclass
 class EnvSource:
     var: str
-    environ: dict
+    environ: dict = field(repr=False)
     scheme = "env"
 
     @property

@@ -205,7 +205,9 @@ class HcVaultSource:
         return self.uri
 
     def secret_env_vars(self) -> list[str]:
-        return ["VAULT_TOKEN"]
+        # The user's own cloud credentials serve the child too (`exec -- aws ...`): only
+        # variables that exist to unlock kms-cli (keys, PINs, passphrases) are scrubbed.
+        return []
 
 
 def from_uri(uri: str, options: SourceOptions) -> HcVaultSource:

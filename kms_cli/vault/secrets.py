@@ -64,15 +64,19 @@ def _open(vault, row, name: str) -> SecretValue:
     return SecretValue(vault.open_secret(row["name"], row["version"], row["value"]))
 
 
-def get_many(vault, names: list[str], op: str, versions: dict[str, int] | None = None) -> dict[str, SecretValue]:
-    """Several secrets read as one audited operation (exec, env, inject); all or nothing."""
-    versions = versions or {}
-    fulls = [vault.ns.full(n) for n in names]
-    with vault.operation(op, ",".join(fulls) or None, write=False) as rec:
+def get_many(vault, refs: list[tuple[str, int | None]], op: str) -> dict[tuple[str, int | None], SecretValue]:
+    """Several secrets read as one audited operation (exec, env, inject): all or nothing.
+
+    `refs` are (name, version or None for the current one); the entry's target lists the
+    full names, never values. With no refs (`--all` on an empty namespace) the entry still lands.
+    """
+    fulls = [(vault.ns.full(n), n, v) for n, v in refs]
+    target = ",".join(dict.fromkeys(f for f, _, _ in fulls)) or (vault.ns.prefix or None)
+    with vault.operation(op, target, write=False) as rec:
         out = {}
-        for name, full in zip(names, fulls):
-            row = _current(vault, full, name, versions.get(name))
-            out[name] = _open(vault, row, name)
+        for full, name, version in fulls:
+            row = _current(vault, full, name, version)
+            out[(name, version)] = _open(vault, row, name)
         rec.extra = {"count": len(out)}
         return out
 

@@ -1,0 +1,105 @@
+"""Handlers for exec, env, inject and read: secrets into processes, files and shells."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from kms_cli import fileio
+from kms_cli.errors import UsageError
+
+
+def _selection(ctx, vault, secret, all_, prefix) -> dict[str, str]:
+    """VAR -> secret name, from --secret NAME[=VAR] and --all (two secrets on one VAR is exit 2)."""
+    from kms_cli import envformat
+    from kms_cli.vault import secrets
+
+    pairs = []
+    for item in secret or []:
+        name, eq, var = item.partition("=")
+        if eq and not var:
+            raise UsageError(f"empty variable name in --secret {name}=")
+        pairs.append((name, var or None))
+    if all_:
+        explicit = {n for n, _ in pairs}
+        pairs += [(n, None) for n in secrets.all_names(vault) if n not in explicit]
+    if not pairs:
+        raise UsageError("no secrets selected", hint="use --secret NAME[=VAR] or --all")
+    return envformat.build_mapping(pairs, prefix or "")
+
+
+def _values(vault, mapping: dict[str, str], op: str):
+    from kms_cli.vault import secrets
+
+    got = secrets.get_many(vault, [(name, None) for name in dict.fromkeys(mapping.values())], op)
+    return {var: got[(name, None)] for var, name in mapping.items()}
+
+
+def exec_(ctx, command, secret, all, prefix, pristine, no_clobber, mask, env_file_out) -> int:  # noqa: A002
+    from kms_cli import dotenv, runner
+
+    if not command:
+        raise UsageError("missing command to run", hint="kms-cli exec [OPTIONS] -- CMD [ARGS...]")
+    with ctx.vault() as vault:
+        mapping = _selection(ctx, vault, secret, all, prefix)
+        values = _values(vault, mapping, "exec")  # the audit entry lands before the child starts
+        scrub = list(runner.DEFAULT_SCRUB) + vault.secret_env_vars()
+    env = runner.build_env(ctx.environ, values, pristine=pristine, no_clobber=no_clobber, scrub=scrub,
+                           warn=None if ctx.quiet else ctx.warn)
+    sys.stdout.flush()
+    return runner.run(
+        command, env,
+        mask_values=list(values.values()) if mask else None,
+        env_file=env_file_out,
+        dotenv_text=dotenv.serialize(values) if env_file_out else None,
+    )
+
+
+def env(ctx, secret, all, prefix, format) -> int:  # noqa: A002
+    from kms_cli import envformat
+
+    with ctx.vault() as vault:
+        mapping = _selection(ctx, vault, secret, all, prefix)
+        values = _values(vault, mapping, "env")
+    if format == "github":
+        text = envformat.format_github(values, ctx.environ.get("GITHUB_ENV"))
+    else:
+        text = {"sh": envformat.format_sh, "dotenv": envformat.format_dotenv,
+                "json": envformat.format_json}[format](values)
+    ctx.stdout.write(text.encode())
+    return 0
+
+
+def inject(ctx, input, output) -> int:  # noqa: A002
+    from kms_cli import template
+    from kms_cli.vault import secrets
+
+    tpl = fileio.read_input(input)
+    refs = template.references(tpl)
+    with ctx.vault() as vault:
+        got = secrets.get_many(vault, [(r.name, r.version) for r in refs], "inject")
+    rendered = template.render(tpl, lambda name, version: got[(name, version)])
+    with fileio.atomic_output(output) as dst:
+        dst.write(rendered)
+    return 0
+
+
+def read(ctx, reference) -> int:
+    from urllib.parse import parse_qs, urlsplit
+
+    from kms_cli.cli import secret as secret_cmds
+
+    if not reference.startswith("kms://"):
+        raise UsageError("expected a reference like kms://NAME or kms://NAME?version=N")
+    parts = urlsplit(reference)
+    name = (parts.netloc + parts.path).strip()
+    query = parse_qs(parts.query, keep_blank_values=True)
+    if set(query) - {"version"} or parts.fragment:
+        raise UsageError("a kms:// reference takes only ?version=N")
+    version = None
+    if "version" in query:
+        try:
+            version = int(query["version"][-1])
+        except ValueError:
+            raise UsageError("version must be a number") from None
+    return secret_cmds.get(ctx, name, version)

@@ -159,6 +159,9 @@ class Vault:
                 continue
             vault = cls(store, vault_id, root, options, slot_id=slot["id"])
             vault._slot_last_used = slot["last_used"]
+            from kms_cli.vault.backup import cleanup_after_restore
+
+            cleanup_after_restore(options.path)  # the .bak a restore kept lives until a successful unlock
             return vault
         _record_unlock_failure(store, failures)
         raise _unlock_error(failures)

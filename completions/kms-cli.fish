@@ -1,0 +1,1 @@
+complete --command kms-cli --no-files --arguments "(env _KMS_CLI_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) kms-cli)" --condition "env _KMS_CLI_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) kms-cli"

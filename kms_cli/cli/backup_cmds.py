@@ -1,0 +1,30 @@
+"""Handlers for `backup` and `restore`: the checks and the file handling live in kms_cli.vault.backup."""
+
+from __future__ import annotations
+
+
+def backup(ctx, output) -> int:
+    from kms_cli.vault import backup as backups
+
+    with ctx.vault() as vault:
+        info = backups.backup(vault, output)
+    ctx.emit(info, lambda i: ctx.info(f"wrote a sealed backup of vault {i['vault_id']} to {i['file']} "
+                                      f"(audit head at seq {i['head']})"))
+    return 0
+
+
+def restore(ctx, file, force) -> int:
+    from kms_cli.vault import backup as backups
+
+    info = backups.restore(ctx.vault_options(), file, force)
+
+    def human(i: dict) -> None:
+        if i["other_vault"]:
+            ctx.warn(f"replaced vault {i['replaced_vault_id']} with a backup of another vault, {i['vault_id']}")
+        ctx.info(f"restored vault {i['vault_id']} from {file} ({i['entries']} audit entries verified, "
+                 f"{i['sealed_rows']} sealed rows authenticated)")
+        if i["kept"]:
+            ctx.info(f"the previous vault is kept as {i['kept']} until the next successful command")
+
+    ctx.emit(info, human)
+    return 0

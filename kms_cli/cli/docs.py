@@ -1,0 +1,106 @@
+"""Generated documentation: shell completion scripts (Typer's) and the man page, both from the command table.
+
+`scripts/gen-docs` writes them into completions/ and man/; tests check the committed copies are current.
+"""
+
+from __future__ import annotations
+
+from kms_cli import __version__
+from kms_cli.cli import spec
+
+SHELLS = {"bash": "kms-cli.bash", "zsh": "_kms-cli", "fish": "kms-cli.fish"}
+
+
+def completion_script(shell: str) -> str:
+    from typer._completion_shared import get_completion_script
+
+    return get_completion_script(prog_name="kms-cli", complete_var="_KMS_CLI_COMPLETE", shell=shell)
+
+
+def _roff(text: str) -> str:
+    text = text.replace("\\", "\\e").replace("-", "\\-")
+    return "\n".join(("\\&" + line) if line.startswith((".", "'")) else line for line in text.split("\n"))
+
+
+def _opt_line(o: spec.Opt) -> str:
+    flags = ", ".join(f"\\fB{_roff(f)}\\fR" for f in o.flags)
+    if o.kind != "flag":
+        flags += f" \\fI{_roff(o.metavar or o.dest.upper())}\\fR"
+    return flags
+
+
+def _usage(c: spec.Cmd) -> str:
+    parts = ["kms\\-cli", *(_roff(p) for p in c.path)]
+    for o in c.opts:
+        f = _roff(o.flags[-1])
+        item = f"\\fB{f}\\fR" + ("" if o.kind == "flag" else f" \\fI{_roff(o.metavar or o.dest.upper())}\\fR")
+        parts.append(item if o.required else f"[{item}]")
+    for a in c.args:
+        m = f"\\fI{_roff(a.metavar or a.dest.upper())}\\fR"
+        parts.append(("\\-\\- " + m) if a.rest else (m if a.required else f"[{m}]"))
+    return " ".join(parts)
+
+
+ENVIRONMENT = [
+    ("KMS_CLI_VAULT", "vault file (like --vault)"),
+    ("KMS_CLI_NAMESPACE", "namespace (like --namespace)"),
+    ("KMS_CLI_UNLOCK", "slot source or number to unlock with (like --unlock)"),
+    ("KMS_CLI_MASTER_KEY", "the default env: master key: 32 bytes as 64 hex characters or base64"),
+    ("KMS_CLI_PASSPHRASE", "the passphrase of a passphrase slot when there is no TTY"),
+    ("KMS_CLI_CONFIG", "config file (default: the platform config directory's kms-cli/config.toml)"),
+    ("KMS_CLI_TIMEOUT", "seconds per provider call (default 10)"),
+    ("KMS_CLI_RETRIES", "retries of a provider call, with backoff (default 3)"),
+    ("KMS_CLI_DEBUG", "1 prints the traceback of an internal error"),
+    ("NO_COLOR", "plain output"),
+]
+
+EXIT_CODES = [
+    ("0", "success"), ("1", "unexpected internal error (a bug)"), ("2", "usage error"),
+    ("3", "not found (key, version, secret, slot, or the vault file)"),
+    ("4", "unlock failed: wrong passphrase or master key, provider denied access"),
+    ("5", "integrity failure: a ciphertext, signature, vault row or the audit chain failed authentication"),
+    ("6", "state forbids it: disabled, revoked, destroyed or past-grace version, expired secret, last slot, "
+          "wrong purpose"),
+    ("7", "provider unavailable: network, timeout, HSM absent"), ("8", "already exists"),
+    ("10", "health degraded"),
+]
+
+
+def manpage() -> str:
+    out = [
+        f'.TH KMS\\-CLI 1 "" "kms\\-cli {__version__}" "User Commands"',
+        ".SH NAME",
+        "kms\\-cli \\- a local key\\-management and secrets vault",
+        ".SH SYNOPSIS",
+        "\\fBkms\\-cli\\fR [\\fIGLOBAL OPTIONS\\fR] \\fICOMMAND\\fR [\\fIARGS\\fR]",
+        ".SH DESCRIPTION",
+        _roff("kms-cli keeps named, versioned keys and secrets in one SQLite file, every piece of key "
+              "material and every secret value encrypted under a root key sealed by one or more master key "
+              "sources (env:VAR, passphrase, keyring:SERVICE, pkcs11:, aws-kms://, gcp-kms://, azure-kv://, "
+              "hcvault://)."),
+        ".SH GLOBAL OPTIONS",
+    ]
+    for o in spec.GLOBAL_OPTS:
+        out += [".TP", _opt_line(o), _roff(o.help + (f" (also {o.envvar})" if o.envvar else ""))]
+    out += [".TP", "\\fB\\-\\-version\\fR", "Print the version and exit.",
+            ".TP", "\\fB\\-h\\fR, \\fB\\-\\-help\\fR", "Show help for kms\\-cli or any command."]
+    out.append(".SH COMMANDS")
+    for c in spec.COMMANDS:
+        out += [".SS " + _roff(" ".join(c.path)), _usage(c), ".PP", _roff(c.help)]
+        if c.epilog:
+            out += [".PP", _roff(c.epilog)]
+        for a in c.args:
+            out += [".TP", f"\\fI{_roff(a.metavar or a.dest.upper())}\\fR", _roff(a.help)]
+        for o in c.opts:
+            extra = f" Default: {o.default}." if o.default not in (None, "", "-") and o.kind != "flag" else ""
+            out += [".TP", _opt_line(o), _roff(o.help + extra)]
+    out.append(".SH ENVIRONMENT")
+    for name, text in ENVIRONMENT:
+        out += [".TP", f"\\fB{_roff(name)}\\fR", _roff(text)]
+    out.append(".SH EXIT STATUS")
+    for code, text in EXIT_CODES:
+        out += [".TP", f"\\fB{code}\\fR", _roff(text)]
+    out += [".SH FILES", ".TP", "\\fIvault.db\\fR",
+            _roff("the vault, under the platform data directory (kms-cli/vault.db) unless --vault is given; "
+                  "created 0600 with its -wal and -shm files")]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,349 @@
+"""Vault health: the checks behind `kms-cli health`, their overall status and exit code, and metrics.
+
+Each check is ok, warn or fail. Overall: healthy (exit 0), degraded (warnings
+only, exit 10) or unhealthy: 5 an integrity failure (file, schema, SQLite
+integrity_check, a slot that unseals another key, the audit chain), 4 no slot
+unlocks (or a slot's source refuses to unseal it), 7 a source is unreachable.
+When several fail, the most serious code wins, in that order. Key material is
+never printed: a slot's unsealed key is only compared, in constant time.
+
+Slots whose source is not configured in this environment (a recovery passphrase
+on a cron host, say) cannot be checked here; they are reported as ok with
+"not checked" in the detail rather than keeping every such vault degraded.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass, field, replace
+
+from kms_cli import durations
+from kms_cli.crypto.primitives import equal
+from kms_cli.errors import (DegradedError, IntegrityError, KmsError, NotFoundError, UnavailableError,
+                            UnlockError)
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
+_SEVERITY = (5, 4, 7, 3, 1)  # which exit code wins when several checks fail
+_ERRORS = {5: IntegrityError, 4: UnlockError, 7: UnavailableError, 3: NotFoundError}
+KEY_STATES = ("active", "disabled", "destroy-scheduled", "destroyed", "revoked")
+SOON = 7 * 86400  # secrets expiring within a week are named (still ok)
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    detail: str
+    code: int = 0  # the exit code a failure maps to
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "status": self.status, "detail": self.detail}
+
+
+@dataclass
+class Report:
+    checks: list[Check] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    when: float = 0.0
+
+    def add(self, name: str, status: str, detail: str, code: int = 0) -> Check:
+        check = Check(name, status, detail, code if status == FAIL else 0)
+        self.checks.append(check)
+        return check
+
+    @property
+    def status(self) -> str:
+        if any(c.status == FAIL for c in self.checks):
+            return UNHEALTHY
+        if any(c.status == WARN for c in self.checks):
+            return DEGRADED
+        return HEALTHY
+
+    @property
+    def exit_code(self) -> int:
+        codes = {c.code or 5 for c in self.checks if c.status == FAIL}
+        for code in _SEVERITY:
+            if code in codes:
+                return code
+        if codes:
+            return min(codes)
+        return 10 if self.status == DEGRADED else 0
+
+    def error(self) -> KmsError | None:
+        """The error the CLI reports after printing the report (None when healthy)."""
+        code = self.exit_code
+        if code == 0:
+            return None
+        if code == 10:
+            warns = [c.name for c in self.checks if c.status == WARN]
+            return DegradedError(f"the vault is degraded: {len(warns)} warning(s): {', '.join(warns)}")
+        first = next(c for c in self.checks if c.status == FAIL and (c.code or 5) == code)
+        err = _ERRORS.get(code, KmsError)(f"the vault is unhealthy: {first.name}: {first.detail}")
+        err.exit_code = code
+        return err
+
+    def to_dict(self) -> dict:
+        return {"status": self.status, "checks": [c.to_dict() for c in self.checks]}
+
+
+def _names(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _plural(n: int, word: str, words: str | None = None) -> str:
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
+# -- the checks ------------------------------------------------------------------------------
+
+def _check_file(report: Report, path: str) -> bool:
+    if not os.path.exists(path):
+        report.add("vault.file", FAIL, f"no vault at {path}", 3)
+        return False
+    try:
+        st = os.stat(path)
+        with open(path, "rb") as f:
+            header = f.read(16)
+    except OSError as exc:
+        report.add("vault.file", FAIL, f"{path} is not readable: {exc.strerror}", 7)
+        return False
+    if header != b"SQLite format 3\x00":
+        report.add("vault.file", FAIL, f"{path} is not a SQLite database", 5)
+        return False
+    report.metrics["vault_size_bytes"] = st.st_size
+    mode = st.st_mode & 0o777
+    if mode & 0o077:
+        report.add("vault.file", WARN, f"{path} is readable or writable by others (mode {mode:04o}); chmod 600 it")
+    else:
+        report.add("vault.file", OK, f"{path} ({st.st_size} bytes, mode {mode:04o})")
+    return True
+
+
+def _check_database(report: Report, path: str) -> bool:
+    """Schema version and SQLite's own integrity_check, on a plain connection (no unlock needed)."""
+    from kms_cli.store import BUSY_TIMEOUT_MS, SCHEMA_VERSION
+
+    try:
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    except sqlite3.Error as exc:
+        report.add("vault.schema", FAIL, f"cannot open the database: {exc}", 5)
+        return False
+    try:
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            report.add("vault.schema", FAIL, f"not a readable database: {exc}", 5)
+            return False
+        if version == 0:
+            report.add("vault.schema", FAIL, "not a kms-cli vault (no schema)", 5)
+            return False
+        if version > SCHEMA_VERSION:
+            report.add("vault.schema", FAIL, f"schema {version} was written by a newer kms-cli "
+                                             f"(this one knows {SCHEMA_VERSION}); upgrade kms-cli", 1)
+            return False
+        if version < SCHEMA_VERSION:
+            report.add("vault.schema", OK, f"schema {version}, upgraded to {SCHEMA_VERSION} when opened")
+        else:
+            report.add("vault.schema", OK, f"schema {version} (current)")
+        try:
+            problems = [r[0] for r in conn.execute("PRAGMA integrity_check(20)").fetchall()]
+        except sqlite3.DatabaseError as exc:
+            problems = [str(exc)]
+        if problems != ["ok"]:
+            report.add("vault.integrity", FAIL, "SQLite integrity_check: " + "; ".join(problems[:3]), 5)
+            return False
+        report.add("vault.integrity", OK, "SQLite integrity_check ok")
+        return True
+    finally:
+        conn.close()
+
+
+def _check_slots(report: Report, vault) -> None:
+    from kms_cli.providers import from_uri
+    from kms_cli.vault.core import Subkeys, slot_tag
+
+    # never prompt for a second passphrase just to check a slot
+    options = replace(vault.options.source, prompt=None)
+    for row in vault.store.slots():
+        name = f"slot.{row['id']}"
+        try:
+            source = from_uri(row["uri"], options)
+            shown = source.masked_uri()
+        except KmsError as exc:
+            report.add(name, FAIL, f"{row['uri']}: {exc}", exc.exit_code)
+            continue
+        if row["id"] == vault.slot_id:
+            report.add(name, OK, f"{shown}: unsealed the vault")
+            continue
+        if not source.is_configured():
+            report.add(name, OK, f"{shown}: not checked, the source is not configured in this environment")
+            continue
+        try:
+            key = source.unwrap(row["blob"], vault.context)
+        except UnavailableError as exc:
+            report.add(name, FAIL, f"{shown}: unreachable: {exc}", 7)
+            continue
+        except (UnlockError, NotFoundError) as exc:
+            report.add(name, FAIL, f"{shown}: does not unseal the vault: {exc}", 4)
+            continue
+        except KmsError as exc:
+            report.add(name, FAIL, f"{shown}: {exc}", exc.exit_code)
+            continue
+        tag = slot_tag(Subkeys.derive(key, vault.vault_id).slot, vault.vault_id, row["id"], row["uri"], row["blob"])
+        if equal(key, vault._root) and equal(tag, row["tag"]):
+            report.add(name, OK, f"{shown}: reachable, unseals the root key")
+        else:
+            report.add(name, FAIL, f"{shown}: unseals a key that is not this vault's root key", 5)
+
+
+def _check_audit(report: Report, vault) -> None:
+    try:
+        result = vault.audit.verify()
+    except IntegrityError as exc:
+        report.add("audit.chain", FAIL, str(exc), 5)
+    else:
+        since = f" from the checkpoint at seq {result.first_seq}" if result.first_seq > 1 else ""
+        report.add("audit.chain", OK, f"{_plural(result.entries, 'entry', 'entries')}{since}, "
+                                      f"chain and head intact")
+    stats = vault.audit.stats()
+    report.metrics["audit_entries"] = stats["entries"]
+    report.metrics["audit_last_seq"] = stats["last_seq"]
+
+
+def _check_keys(report: Report, vault, now: float) -> None:
+    from kms_cli.vault import keys
+
+    store, ns = vault.store, vault.ns
+    rows = store.keys(ns.like_pattern())
+    states = dict.fromkeys(KEY_STATES, 0)
+    overdue, past_grace, destroy_due, destroy_soon = [], [], [], []
+    for row in rows:
+        name = ns.relative(row["name"])
+        versions = store.key_versions(row["name"])
+        state = keys.key_state(row, versions, now)
+        states[state] = states.get(state, 0) + 1
+        if row["state"] == keys.ACTIVE and row["next_rotation"] is not None and row["next_rotation"] <= now:
+            overdue.append(name)
+        if row["state"] == keys.DESTROY_SCHEDULED and row["destroy_at"] is not None:
+            (destroy_due if row["destroy_at"] <= now else destroy_soon).append(name)
+        if row["state"] not in (keys.DESTROYED, keys.DESTROY_SCHEDULED):
+            past_grace += [f"{name} v{v['version']}" for v in versions
+                           if keys.version_state(v, now) == keys.V_EXPIRED]
+    report.metrics.update(keys_by_state=states, rotations_overdue=len(overdue),
+                          key_versions_past_grace=len(past_grace), destroys_due=len(destroy_due))
+    if overdue:
+        report.add("keys.rotation", WARN, f"{_plural(len(overdue), 'key')} past the rotation date: "
+                                          f"{_names(overdue)}; run `kms-cli key rotate --due`")
+    else:
+        report.add("keys.rotation", OK, "no key is past its rotation date")
+    if past_grace:
+        report.add("keys.grace", WARN, f"{_plural(len(past_grace), 'key version')} past the grace period: "
+                                       f"{_names(past_grace)}; data still under them no longer decrypts")
+    else:
+        report.add("keys.grace", OK, "no key version is past its grace period")
+    if destroy_due:
+        report.add("keys.destroy", WARN, f"{_plural(len(destroy_due), 'key')} past the destroy window: "
+                                         f"{_names(destroy_due)}; the material is purged now")
+    elif destroy_soon:
+        report.add("keys.destroy", OK, f"scheduled for destruction: {_names(destroy_soon)}")
+    else:
+        report.add("keys.destroy", OK, "no destruction is due")
+
+
+def _check_secrets(report: Report, vault, now: float) -> None:
+    store, ns = vault.store, vault.ns
+    rows = store.all(
+        "SELECT s.name, v.expires FROM secrets s JOIN secret_versions v "
+        "ON v.name = s.name AND v.version = s.last_version "
+        "WHERE s.deleted = 0 AND s.name LIKE ? ESCAPE '\\' ORDER BY s.name", (ns.like_pattern(),))
+    expired = [ns.relative(r["name"]) for r in rows if r["expires"] is not None and r["expires"] <= now]
+    soon = [ns.relative(r["name"]) for r in rows if r["expires"] is not None and now < r["expires"] <= now + SOON]
+    report.metrics.update(secrets=len(rows), secrets_expired=len(expired))
+    if expired:
+        report.add("secrets.ttl", WARN, f"{_plural(len(expired), 'secret')} past the TTL: {_names(expired)}; "
+                                        "put new values with `kms-cli secret put`")
+    elif soon:
+        report.add("secrets.ttl", OK, f"no secret is past its TTL; expiring within 7 days: {_names(soon)}")
+    else:
+        report.add("secrets.ttl", OK, "no secret is past its TTL")
+
+
+def run(options) -> Report:
+    """Run every check against the vault `options` names; records one `health` entry when it unlocks."""
+    from kms_cli.vault.core import Vault
+
+    report = Report(when=durations.now())
+    if not _check_file(report, options.path) or not _check_database(report, options.path):
+        return report
+    try:
+        vault = Vault.open(options)
+    except KmsError as exc:
+        report.add("unlock", FAIL, str(exc), exc.exit_code)
+        return report
+    try:
+        now = durations.now()
+        # Every check reads before this run writes anything (its own entry, housekeeping).
+        _check_slots(report, vault)
+        _check_audit(report, vault)
+        _check_keys(report, vault, now)
+        _check_secrets(report, vault, now)
+        try:
+            with vault.operation("health") as rec:
+                rec.extra = {"status": report.status}
+        except KmsError as exc:
+            report.add("audit.entry", FAIL, str(exc), exc.exit_code)
+    finally:
+        vault.close()
+    return report
+
+
+# -- Prometheus text exposition ------------------------------------------------------------
+
+_CHECK_VALUE = {OK: 0, WARN: 1, FAIL: 2}
+_STATUS_VALUE = {HEALTHY: 0, DEGRADED: 1, UNHEALTHY: 2}
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def prometheus(report: Report) -> str:
+    """The report in the Prometheus text format (for node_exporter's textfile collector)."""
+    out: list[str] = []
+
+    def gauge(name: str, help_: str, samples: list[tuple[dict, float]]) -> None:
+        out.append(f"# HELP kms_cli_{name} {help_}")
+        out.append(f"# TYPE kms_cli_{name} gauge")
+        for labels, value in samples:
+            lbl = ",".join(f'{k}="{_label(str(v))}"' for k, v in labels.items())
+            out.append(f"kms_cli_{name}{{{lbl}}} {_num(value)}" if lbl else f"kms_cli_{name} {_num(value)}")
+
+    m = report.metrics
+    gauge("health_status", "Overall vault health: 0 healthy, 1 degraded, 2 unhealthy.",
+          [({}, _STATUS_VALUE[report.status])])
+    gauge("health_check_status", "Status of each health check: 0 ok, 1 warn, 2 fail.",
+          [({"check": c.name}, _CHECK_VALUE[c.status]) for c in report.checks])
+    gauge("health_last_run_timestamp_seconds", "When this health report was made, in seconds since the epoch.",
+          [({}, round(report.when, 3))])
+    if "vault_size_bytes" in m:
+        gauge("vault_size_bytes", "Size of the vault file in bytes.", [({}, m["vault_size_bytes"])])
+    if "keys_by_state" in m:
+        gauge("keys", "Keys by state.", [({"state": s}, n) for s, n in m["keys_by_state"].items()])
+        gauge("key_rotations_overdue", "Active keys past their rotation date.", [({}, m["rotations_overdue"])])
+        gauge("key_versions_past_grace", "Key versions past their grace period.",
+              [({}, m["key_versions_past_grace"])])
+        gauge("key_destroys_due", "Keys past their destroy window.", [({}, m["destroys_due"])])
+    if "secrets" in m:
+        gauge("secrets", "Secrets (not deleted).", [({}, m["secrets"])])
+        gauge("secrets_expired", "Secrets whose current version is past its TTL.", [({}, m["secrets_expired"])])
+    if "audit_entries" in m:
+        gauge("audit_entries", "Entries in the audit log (after any prune).", [({}, m["audit_entries"])])
+        gauge("audit_last_seq", "Sequence number of the newest audit entry.", [({}, m["audit_last_seq"])])
+    return "\n".join(out) + "\n"

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import getpass
 import os
-import socket
 
 # (variable that must be set, name reported); checked in order.
 _CI_SYSTEMS = (
@@ -25,8 +23,14 @@ def ci_system(environ=None) -> str | None:
 
 
 def current(environ=None) -> dict:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
-    return {"user": user, "host": socket.gethostname(), "pid": os.getpid(), "ci": ci_system(environ)}
+    env = os.environ if environ is None else environ
+    user = env.get("LOGNAME") or env.get("USER") or env.get("LNAME") or env.get("USERNAME")  # as getpass does
+    if not user:
+        try:
+            import pwd
+
+            user = pwd.getpwuid(os.getuid()).pw_name
+        except (ImportError, KeyError, OSError):
+            user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+    host = os.uname().nodename if hasattr(os, "uname") else os.environ.get("COMPUTERNAME", "unknown")
+    return {"user": user, "host": host, "pid": os.getpid(), "ci": ci_system(environ)}

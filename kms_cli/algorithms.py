@@ -6,13 +6,12 @@ from the crypto layer's registry (`kms_cli.crypto.asym`), in spec order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from kms_cli.errors import UsageError
 
 
-@dataclass(frozen=True)
-class Algorithm:
+class Algorithm(NamedTuple):
     name: str
     purpose: str  # "encrypt" or "sign"
     symmetric: bool

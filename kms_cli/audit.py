@@ -169,7 +169,10 @@ class AuditLog:
             raise RuntimeError("audit entries are written inside the operation's transaction")
         try:
             seq, prev = self.head()
-            entry = self.make_entry(seq + 1, prev, op, target, version, result, error, extra)
+            # A head behind the table (edited outside kms-cli) must not make every later
+            # operation fail on a duplicate seq: verify reports that damage, append goes on.
+            top = self.store.one("SELECT MAX(seq) FROM audit")[0] or 0
+            entry = self.make_entry(max(seq, top) + 1, prev, op, target, version, result, error, extra)
             self._insert(entry)
             self._set_head(entry["seq"], entry["mac"])
         except Exception as exc:  # fail closed: the operation does not happen without its entry
@@ -237,6 +240,8 @@ class AuditLog:
         # A checkpoint left by `audit prune` restarts the chain: it vouches for everything before it.
         if body is not None and body.get("op") == CHECKPOINT and body.get("seq") == seq and columns_match:
             return body.get("prev")
+        if not authentic and op == CHECKPOINT and expected == 1:
+            raise AuditDamage(seq, "altered", "the checkpoint the chain starts from does not match its mac")
         if seq > expected:
             self._gap(expected, seq)
         if seq < expected:  # a row below the chain's start (e.g. moved to seq 0 or below)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-
 from kms_cli.errors import UsageError
 
 # config.toml key -> (environment variable, default)
@@ -19,19 +17,30 @@ SETTINGS = {
 }
 
 
+def _user_dir(kind: str, environ) -> str:
+    """platformdirs' user_config_dir / user_data_dir for "kms-cli".
+
+    On Linux and the BSDs this is the XDG rule, computed here because importing
+    platformdirs costs more than a `secret get` may spend on start-up; elsewhere
+    platformdirs answers (tests check both agree).
+    """
+    import sys
+
+    if sys.platform.startswith(("linux", "freebsd", "openbsd", "netbsd")):
+        var, default = {"config": ("XDG_CONFIG_HOME", "~/.config"), "data": ("XDG_DATA_HOME", "~/.local/share")}[kind]
+        base = environ.get(var, "").strip() or os.path.expanduser(default)
+        return os.path.join(base, "kms-cli")
+    import platformdirs
+
+    return (platformdirs.user_config_dir if kind == "config" else platformdirs.user_data_dir)("kms-cli")
+
+
 def config_path(environ) -> str:
-    path = environ.get("KMS_CLI_CONFIG")
-    if path:
-        return path
-    from platformdirs import user_config_dir
-
-    return os.path.join(user_config_dir("kms-cli"), "config.toml")
+    return environ.get("KMS_CLI_CONFIG") or os.path.join(_user_dir("config", environ), "config.toml")
 
 
-def default_vault_path() -> str:
-    from platformdirs import user_data_dir
-
-    return os.path.join(user_data_dir("kms-cli"), "vault.db")
+def default_vault_path(environ=None) -> str:
+    return os.path.join(_user_dir("data", os.environ if environ is None else environ), "vault.db")
 
 
 def _load_file(path: str) -> dict:
@@ -56,15 +65,14 @@ def _load_file(path: str) -> dict:
     return data
 
 
-@dataclass
 class Settings:
-    vault: str
-    namespace: str
-    unlock: str | None
-    passphrase_file: str | None
-    timeout: float
-    retries: int
-    no_color: bool
+    """The resolved settings of one invocation."""
+
+    __slots__ = ("vault", "namespace", "unlock", "passphrase_file", "timeout", "retries", "no_color")
+
+    def __init__(self, **values):
+        for k in self.__slots__:
+            setattr(self, k, values[k])
 
 
 def resolve(flags: dict, environ) -> Settings:
@@ -89,7 +97,7 @@ def resolve(flags: dict, environ) -> Settings:
     if timeout <= 0 or retries < 0:
         raise UsageError("KMS_CLI_TIMEOUT must be positive and KMS_CLI_RETRIES not negative")
     return Settings(
-        vault=values["vault"] or default_vault_path(),
+        vault=values["vault"] or default_vault_path(environ),
         namespace=values["namespace"] or "",
         unlock=values["unlock"] or None,
         passphrase_file=values["passphrase_file"],

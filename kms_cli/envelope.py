@@ -20,7 +20,6 @@ part || the encoded `--context` pairs; altering any header byte fails.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
 
 from kms_cli.errors import IntegrityError, UsageError
 
@@ -36,14 +35,17 @@ MAX_WRAP = 8192
 EXT_KEY_FINGERPRINT = 1  # public-key encryption: SHA-256 fingerprint of the recipient's public key
 
 
-@dataclass
 class Header:
-    suite: int
-    vault_id: bytes
-    name: str
-    version: int
-    wrap: bytes = b""
-    ext: dict[int, bytes] = field(default_factory=dict)
+    __slots__ = ("suite", "vault_id", "name", "version", "wrap", "ext")
+
+    def __init__(self, suite: int, vault_id: bytes, name: str, version: int, wrap: bytes = b"",
+                 ext: dict[int, bytes] | None = None):
+        self.suite = suite
+        self.vault_id = vault_id
+        self.name = name
+        self.version = version
+        self.wrap = wrap
+        self.ext = {} if ext is None else ext
 
     def immutable(self) -> bytes:
         name = self.name.encode()

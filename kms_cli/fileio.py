@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from contextlib import contextmanager
 from typing import BinaryIO, Iterator
 
@@ -45,6 +44,8 @@ def atomic_output(path: str | None) -> Iterator[BinaryIO]:
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise NotFoundError(f"no such directory: {directory}")
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(prefix=".kms-cli-", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb", buffering=1 << 20) as f:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from kms_cli.errors import UsageError
 
@@ -30,11 +29,22 @@ def validate(name: str, what: str = "name") -> str:
     return name
 
 
-@dataclass(frozen=True)
 class Namespace:
     """Scopes names: `full()` maps a user's name in, `relative()` maps a stored name out."""
 
-    prefix: str = ""
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str = ""):
+        self.prefix = prefix
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Namespace) and other.prefix == self.prefix
+
+    def __hash__(self) -> int:
+        return hash(self.prefix)
+
+    def __repr__(self) -> str:
+        return f"Namespace({self.prefix!r})"
 
     @classmethod
     def parse(cls, ns: str | None) -> "Namespace":

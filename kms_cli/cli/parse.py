@@ -7,8 +7,6 @@ accept is a UsageError (exit 2); `--help` is left to the Typer app.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from kms_cli.cli import spec
 from kms_cli.errors import UsageError
 
@@ -17,12 +15,14 @@ class HelpRequested(Exception):
     pass
 
 
-@dataclass
 class Parsed:
-    cmd: spec.Cmd | None
-    globals: dict = field(default_factory=dict)
-    params: dict = field(default_factory=dict)
-    version: bool = False
+    __slots__ = ("cmd", "globals", "params", "version")
+
+    def __init__(self, cmd: spec.Cmd | None):
+        self.cmd = cmd
+        self.globals: dict = {}
+        self.params: dict = {}
+        self.version = False
 
 
 def _index(opts):

@@ -7,11 +7,10 @@ Handlers are named as "module:function" and imported only when their command run
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Opt:
+class Opt(NamedTuple):
     flags: tuple[str, ...]
     dest: str
     help: str
@@ -23,8 +22,7 @@ class Opt:
     envvar: str | None = None
 
 
-@dataclass(frozen=True)
-class Arg:
+class Arg(NamedTuple):
     dest: str
     help: str
     required: bool = True
@@ -32,8 +30,7 @@ class Arg:
     metavar: str | None = None
 
 
-@dataclass(frozen=True)
-class Cmd:
+class Cmd(NamedTuple):
     path: tuple[str, ...]
     help: str
     handler: str
@@ -43,8 +40,7 @@ class Cmd:
     epilog: str | None = None
 
 
-@dataclass(frozen=True)
-class Group:
+class Group(NamedTuple):
     name: str
     help: str
 

@@ -8,11 +8,9 @@ id as associated data (or encryption context) wherever its service allows.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Callable, Optional, Protocol
 
 
-@dataclass
 class SourceOptions:
     """What a source may need from the invocation, injected by the vault layer.
 
@@ -21,12 +19,19 @@ class SourceOptions:
     and `retries` bound every remote call (KMS_CLI_TIMEOUT, KMS_CLI_RETRIES).
     """
 
-    passphrase_file: Optional[str] = None
-    prompt: Optional[Callable[[str, bool], str]] = None  # (label, confirm) -> passphrase
-    create_key: bool = False
-    timeout: float = 10.0
-    retries: int = 3
-    environ: dict = field(default_factory=dict)
+    def __init__(self, passphrase_file: Optional[str] = None,
+                 prompt: Optional[Callable[[str, bool], str]] = None,  # (label, confirm) -> passphrase
+                 create_key: bool = False, timeout: float = 10.0, retries: int = 3,
+                 environ: Optional[dict] = None):
+        self.passphrase_file = passphrase_file
+        self.prompt = prompt
+        self.create_key = create_key
+        self.timeout = timeout
+        self.retries = retries
+        self.environ = {} if environ is None else environ
+
+    def __repr__(self) -> str:  # never the environment: it holds master keys
+        return f"SourceOptions(timeout={self.timeout}, retries={self.retries}, create_key={self.create_key})"
 
 
 def encode_context(context: dict[str, str]) -> bytes:

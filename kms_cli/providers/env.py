@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-from dataclasses import dataclass, field
 
 from kms_cli.crypto import chunked
 from kms_cli.errors import IntegrityError, NotFoundError, UnlockError, UsageError
@@ -35,11 +34,15 @@ def parse_key(text: str, var: str) -> bytes:
     return raw
 
 
-@dataclass
 class EnvSource:
-    var: str
-    environ: dict = field(repr=False)
     scheme = "env"
+
+    def __init__(self, var: str, environ: dict):
+        self.var = var
+        self.environ = environ
+
+    def __repr__(self) -> str:  # never the environment: it holds the key
+        return f"EnvSource({self.var!r})"
 
     @property
     def uri(self) -> str:

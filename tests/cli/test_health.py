@@ -1,0 +1,170 @@
+"""`health` through the real CLI: healthy (0), degraded (10), integrity (5), unreachable (7), locked (4)."""
+
+import json
+import os
+import sqlite3
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT
+
+CHECKS = {"vault.file", "vault.schema", "vault.integrity", "slot.1", "audit.chain", "keys.rotation", "keys.grace",
+          "keys.destroy", "secrets.ttl"}
+
+
+def checks(doc) -> dict:
+    return {c["name"]: c for c in doc["checks"]}
+
+
+def test_healthy(vault):
+    vault.ok("key", "create", "k", "--rotate-every", "90d")
+    vault.ok("secret", "put", "s", "--ttl", "1h", input=b"x")
+    doc = vault.ok("--json", "health").json()
+    assert doc["status"] == "healthy" and set(doc) == {"status", "checks"}
+    assert set(checks(doc)) == CHECKS
+    assert all(set(c) == {"name", "status", "detail"} and c["status"] == "ok" for c in doc["checks"])
+    assert "expiring within 7 days: s" in checks(doc)["secrets.ttl"]["detail"]
+    same = vault.ok("health", "--format", "json").json()
+    assert same["status"] == "healthy" and set(checks(same)) == CHECKS
+    text = vault.ok("health").text
+    assert text.endswith("status: healthy\n") and "ok    audit.chain" in text
+    ops = [json.loads(x)["op"] for x in vault.ok("audit", "export").out.splitlines()]
+    assert ops.count("health") == 3  # one entry per run, when the vault unlocks
+
+
+def test_degraded_overdue_rotation_and_expired_secret(vault):
+    vault.ok("key", "create", "k", "--rotate-every", "1s")
+    vault.ok("secret", "put", "app/s", "--ttl", "1s", input=b"x")
+    time.sleep(1.1)
+    r = vault("--json", "health")
+    assert r.code == 10
+    doc = r.json()
+    c = checks(doc)
+    assert doc["status"] == "degraded"
+    assert c["keys.rotation"]["status"] == "warn" and "k" in c["keys.rotation"]["detail"]
+    assert c["secrets.ttl"]["status"] == "warn" and "app/s" in c["secrets.ttl"]["detail"]
+    assert json.loads(r.err.strip().splitlines()[-1])["error"] == {
+        "code": "degraded", "exit": 10, "message": "the vault is degraded: 2 warning(s): keys.rotation, secrets.ttl"}
+    # rotating and replacing them makes it healthy again
+    vault.ok("key", "rotate", "--due")
+    vault.ok("secret", "put", "app/s", input=b"y")
+    assert vault("health").code == 0
+
+
+def test_past_grace_and_destroy_due_warn(vault):
+    vault.ok("key", "create", "g")
+    vault.ok("key", "rotate", "g", "--grace", "1s")
+    vault.ok("key", "create", "d")
+    vault.ok("key", "destroy", "d", "--after", "1s")
+    time.sleep(1.1)
+    r = vault("--json", "health")
+    assert r.code == 10
+    c = checks(r.json())
+    assert c["keys.grace"]["status"] == "warn" and "g v1" in c["keys.grace"]["detail"]
+    assert c["keys.destroy"]["status"] == "warn" and "d" in c["keys.destroy"]["detail"]
+    # the health run's own write purged the due key: the next run no longer warns about it
+    c = checks(vault("--json", "health").json())
+    assert c["keys.destroy"]["status"] == "ok"
+
+
+def test_prometheus_output_parses(vault):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    vault.ok("key", "create", "a")
+    vault.ok("key", "create", "b")
+    vault.ok("key", "disable", "b")
+    vault.ok("key", "create", "late", "--rotate-every", "1s")
+    vault.ok("secret", "put", "s1", input=b"x")
+    vault.ok("secret", "put", "s2", "--ttl", "1s", input=b"x")
+    time.sleep(1.1)
+    r = vault("health", "--format", "prometheus")
+    assert r.code == 10
+    families = {f.name: f for f in text_string_to_metric_families(r.text)}
+    for f in families.values():
+        assert f.name.startswith("kms_cli_") and f.type == "gauge" and f.documentation
+        assert not f.name.endswith("_total")
+
+    def value(name, **labels):
+        (s,) = [s for s in families[name].samples if all(s.labels.get(k) == v for k, v in labels.items())]
+        return s.value
+
+    assert value("kms_cli_health_status") == 1
+    assert value("kms_cli_keys", state="active") == 2 and value("kms_cli_keys", state="disabled") == 1
+    assert value("kms_cli_key_rotations_overdue") == 1
+    assert value("kms_cli_secrets") == 2 and value("kms_cli_secrets_expired") == 1
+    assert value("kms_cli_health_check_status", check="secrets.ttl") == 1
+    assert value("kms_cli_health_check_status", check="audit.chain") == 0
+    entries = value("kms_cli_audit_entries")
+    assert entries == value("kms_cli_audit_last_seq") == 7  # init, 3 creates, disable, 2 puts
+    assert value("kms_cli_vault_size_bytes") == pytest.approx(os.path.getsize(vault.vault), rel=0.5)
+    assert abs(value("kms_cli_health_last_run_timestamp_seconds") - time.time()) < 60
+    assert vault("--json", "health", "--format", "prometheus").code == 2
+
+
+def test_broken_audit_chain_is_5(vault):
+    vault.ok("secret", "put", "s", input=b"x")
+    db = sqlite3.connect(vault.vault, isolation_level=None)
+    db.execute("UPDATE audit SET entry = replace(entry, '\"result\":\"ok\"', '\"result\":\"denied\"') WHERE seq = 2")
+    db.close()
+    r = vault("--json", "health")
+    assert r.code == 5
+    c = checks(r.json())
+    assert r.json()["status"] == "unhealthy"
+    assert c["audit.chain"]["status"] == "fail" and "seq 2: altered" in c["audit.chain"]["detail"]
+    assert "kms-cli: error: the vault is unhealthy: audit.chain" in r.err
+    r = vault("health", "--format", "prometheus")
+    assert r.code == 5 and "kms_cli_health_status 2" in r.text
+
+
+def test_damaged_file_is_5_and_missing_vault_is_3(kms):
+    assert kms("health").code == 3
+    kms.vault.write_bytes(b"not a database at all" * 100)
+    r = kms("--json", "health")
+    assert r.code == 5 and checks(r.json())["vault.file"]["status"] == "fail"
+
+
+def test_no_slot_unlocks_is_4(vault):
+    r = vault("--json", "health", env={"KMS_CLI_MASTER_KEY": "33" * 32})
+    assert r.code == 4
+    c = checks(r.json())
+    assert c["unlock"]["status"] == "fail" and c["vault.integrity"]["status"] == "ok"
+    assert "audit.chain" not in c  # nothing behind the seal is reported without the key
+    assert "33" * 32 not in r.text + r.err
+
+
+def test_slot_whose_source_refuses_is_4_and_unconfigured_slot_is_not_checked(vault):
+    vault.ok("master", "add", "env:SECOND_KEY", env={"SECOND_KEY": "22" * 32})
+    c = checks(vault.ok("--json", "health").json())
+    assert c["slot.2"]["status"] == "ok" and "not checked" in c["slot.2"]["detail"]
+    c = checks(vault.ok("--json", "health", env={"SECOND_KEY": "22" * 32}).json())
+    assert c["slot.2"]["status"] == "ok" and "unseals the root key" in c["slot.2"]["detail"]
+    r = vault("--json", "health", env={"SECOND_KEY": "44" * 32})
+    assert r.code == 4 and checks(r.json())["slot.2"]["status"] == "fail"
+    assert "22" * 32 not in r.text + r.err and "44" * 32 not in r.text + r.err
+
+
+@pytest.mark.server
+def test_unreachable_source_is_7(vault):
+    if ROOT not in map(os.path.abspath, sys.path):
+        sys.path.insert(0, str(ROOT))
+    pytest.importorskip("google.cloud.kms_v1")
+    from tests.servers.gcp_wire import FakeCloudKms
+
+    key = "projects/p/locations/global/keyRings/ring/cryptoKeys/root"
+    server = FakeCloudKms().start()
+    try:
+        server.create_key(key)
+        env = {"KMS_CLI_GCP_ENDPOINT": server.url, "KMS_CLI_TIMEOUT": "2", "KMS_CLI_RETRIES": "0"}
+        vault.ok("master", "add", f"gcp-kms://{key}", env=env)
+        c = checks(vault.ok("--json", "health", env=env).json())
+        assert c["slot.2"]["status"] == "ok" and "unseals the root key" in c["slot.2"]["detail"]
+    finally:
+        server.stop()
+    r = vault("--json", "health", env=env)
+    assert r.code == 7, r.err
+    c = checks(r.json())
+    assert c["slot.1"]["status"] == "ok"
+    assert c["slot.2"]["status"] == "fail" and "unreachable" in c["slot.2"]["detail"]
+    assert c["audit.chain"]["status"] == "ok"

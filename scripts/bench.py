@@ -1,0 +1,153 @@
+"""The numbers behind scripts/bench. Every figure is measured here, in this run, on this machine."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+PY = sys.executable
+KMS = [os.path.join(os.path.dirname(PY), "kms-cli")]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(cmd, env, stdin=None, stdout=subprocess.DEVNULL) -> tuple[float, int]:
+    """Wall seconds and the child's peak RSS in KiB (from wait4's rusage)."""
+    t = time.perf_counter()
+    p = subprocess.Popen(cmd, env=env, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(p.pid, 0)
+    elapsed = time.perf_counter() - t
+    err = p.stderr.read()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"bench: {' '.join(cmd)} failed: {err.decode(errors='replace')}")
+    return elapsed, usage.ru_maxrss
+
+
+def best(cmd, env, n, **kw) -> tuple[float, int]:
+    runs = [run(cmd, env, **kw) for _ in range(n)]
+    return min(r[0] for r in runs), max(r[1] for r in runs)
+
+
+def gib_s(size: int, seconds: float) -> float:
+    return size / seconds / (1 << 30)
+
+
+def openssl_speed() -> float | None:
+    if not shutil.which("openssl"):
+        return None
+    out = subprocess.run(["openssl", "speed", "-elapsed", "-seconds", "3", "-bytes", "16384", "-evp", "aes-256-gcm"],
+                         capture_output=True, text=True).stdout
+    m = re.search(r"^AES-256-GCM\s+([\d.]+)k", out, re.M | re.I)
+    return float(m.group(1)) * 1000 / (1 << 30) if m else None
+
+
+def throughput(work: str, env: dict, size_mb: int, reps: int) -> None:
+    size = size_mb << 20
+    plain = os.path.join(work, "plain.bin")
+    with open(plain, "wb") as f:
+        block = os.urandom(1 << 20)
+        for _ in range(size_mb):
+            f.write(block)
+    subprocess.run(["cat", plain], stdout=subprocess.DEVNULL, check=True)  # into the page cache
+    print(f"\n== throughput: one {size_mb} MiB file in the page cache, best of {reps} ==")
+    rows = []
+    for alg in ("aes-256-gcm", "chacha20-poly1305"):
+        subprocess.run(KMS + ["-q", "key", "create", f"bench-{alg}", "--algorithm", alg], env=env, check=True)
+        ct = os.path.join(work, f"ct-{alg}")
+        t_enc, rss_enc = best(KMS + ["encrypt", "--key", f"bench-{alg}", "-i", plain, "-o", ct], env, reps)
+        t_dec, rss_dec = best(KMS + ["decrypt", "-i", ct, "-o", "/dev/null"], env, reps)
+        rows.append((f"kms-cli encrypt ({alg})", gib_s(size, t_enc), rss_enc))
+        rows.append((f"kms-cli decrypt ({alg})", gib_s(size, t_dec), rss_dec))
+        os.unlink(ct)
+    age = shutil.which("age")
+    if age:
+        keyfile = os.path.join(work, "age.key")
+        subprocess.run(["age-keygen", "-o", keyfile], capture_output=True, check=True)
+        recipient = subprocess.run(["age-keygen", "-y", keyfile], capture_output=True, text=True).stdout.strip()
+        act = os.path.join(work, "ct.age")
+        t_enc, rss = best([age, "-r", recipient, "-o", act, plain], env, reps)
+        rows.append(("age encrypt", gib_s(size, t_enc), rss))
+        t_dec, rss = best([age, "-d", "-i", keyfile, "-o", "/dev/null", act], env, reps)
+        rows.append(("age decrypt", gib_s(size, t_dec), rss))
+        os.unlink(act)
+    ossl = openssl_speed()
+    for name, rate, rss in rows:
+        print(f"  {name:38s} {rate:6.2f} GiB/s   peak RSS {rss / 1024:6.1f} MiB")
+    if ossl:
+        print(f"  {'openssl speed -evp aes-256-gcm (1 core)':38s} {ossl:6.2f} GiB/s")
+    kms = {n: r for n, r, _ in rows}
+    print("  ratios:")
+    if age:
+        print(f"    kms-cli encrypt (aes-256-gcm) / age encrypt  {kms['kms-cli encrypt (aes-256-gcm)'] / kms['age encrypt']:.2f}x  (target >= 1.25x)")
+        print(f"    kms-cli decrypt (aes-256-gcm) / age decrypt  {kms['kms-cli decrypt (aes-256-gcm)'] / kms['age decrypt']:.2f}x  (target >= 1.25x)")
+    if ossl:
+        print(f"    kms-cli encrypt (aes-256-gcm) / openssl 1 core  {kms['kms-cli encrypt (aes-256-gcm)'] / ossl:.2f}x  (target >= 0.75x)")
+        print(f"    kms-cli decrypt (aes-256-gcm) / openssl 1 core  {kms['kms-cli decrypt (aes-256-gcm)'] / ossl:.2f}x  (target >= 0.75x)")
+    peak = max(rss for _, _, rss in rows if _.startswith("kms"))
+    print(f"  kms-cli peak RSS {peak / 1024:.1f} MiB (target < 64 MiB at any size)")
+    os.unlink(plain)
+
+
+def cold_start(work: str, env: dict, reps: int, count: int) -> None:
+    print(f"\n== cold start: `secret get` on a vault with {count} secrets, best and median of {reps} ==")
+    # `secret import` puts every line of a dotenv file in one transaction
+    lines = "".join(f"S{i:05d}=value-{i}\n" for i in range(count))
+    subprocess.run(KMS + ["-q", "secret", "import", "-"], input=lines.encode(), env=env, check=True)
+    bare = [run([PY, "-c", "pass"], env)[0] for _ in range(reps)]
+    get = [run(KMS + ["secret", "get", f"S{count // 2:05d}"], env)[0] for _ in range(reps)]
+    b, g = min(bare), min(get)
+    print(f"  python -c pass        best {b * 1000:6.1f} ms   median {statistics.median(bare) * 1000:6.1f} ms")
+    print(f"  kms-cli secret get    best {g * 1000:6.1f} ms   median {statistics.median(get) * 1000:6.1f} ms")
+    print(f"  ratio {g / b:.2f}x (target <= 3x)")
+
+
+def audit_verify(work: str, env: dict) -> None:
+    script = os.path.join(ROOT, "scripts", "bench_audit.py")
+    if os.path.exists(script):
+        print("\n== audit verify: 1,000,000 entries ==")
+        subprocess.run([PY, script], env=env, check=True)
+
+
+def signatures(work: str, env: dict, quick: bool) -> None:
+    script = os.path.join(ROOT, "scripts", "bench_sign.py")
+    if os.path.exists(script):
+        print("\n== sign / verify operations per second ==")
+        subprocess.run([PY, script] + (["--quick"] if quick else []), env=env, check=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size-mb", type=int, default=1024)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--secrets", type=int, default=10_000)
+    ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    ap.add_argument("--only", choices=("throughput", "cold-start", "audit", "sign"))
+    args = ap.parse_args()
+    if args.quick:
+        args.size_mb, args.reps, args.secrets = 64, 1, 1000
+    work = tempfile.mkdtemp(prefix="kms-cli-bench-", dir=os.environ.get("BENCH_DIR"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KMS_CLI_")}
+    env.update(KMS_CLI_VAULT=os.path.join(work, "vault.db"), KMS_CLI_MASTER_KEY="ab" * 32, HOME=work)
+    print(f"kms-cli benchmark on {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    try:
+        subprocess.run(KMS + ["-q", "init"], env=env, check=True)
+        if args.only in (None, "throughput"):
+            throughput(work, env, args.size_mb, args.reps)
+        if args.only in (None, "cold-start"):
+            cold_start(work, env, max(args.reps, 10), args.secrets)
+        if args.only in (None, "audit"):
+            audit_verify(work, env)
+        if args.only in (None, "sign"):
+            signatures(work, env, args.quick)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

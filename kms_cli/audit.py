@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -186,8 +187,20 @@ class AuditLog:
             return self._verify()
 
     def _verify(self) -> VerifyResult:
+        try:
+            return self._walk(robust=False)
+        except (TypeError, AttributeError, sqlite3.OperationalError):
+            # A column edited to a blob, a number or invalid UTF-8: walk again reading raw
+            # bytes, so the damage is named (an entry that is not its text is "altered").
+            return self._walk(robust=True)
+
+    def _walk(self, robust: bool) -> VerifyResult:
         conn = self.store.conn
-        cur = conn.execute("SELECT seq, entry, mac, op, target, time FROM audit ORDER BY seq")
+        if robust:
+            cur = conn.execute("SELECT seq, CAST(entry AS BLOB), CAST(mac AS BLOB), CAST(op AS BLOB), "
+                               "CAST(target AS BLOB), CAST(time AS BLOB) FROM audit ORDER BY seq")
+        else:
+            cur = conn.execute("SELECT seq, entry, mac, op, target, time FROM audit ORDER BY seq")
         cur.row_factory = None  # plain tuples: no sqlite3.Row per entry
         mac_hex = self._fast.hex
         op_frag: dict[str, str] = {}
@@ -197,6 +210,9 @@ class AuditLog:
             rows = cur.fetchmany(BATCH)
             if not rows:
                 break
+            if robust:
+                rows = [(r[0], *(None if v is None else bytes(v).decode("utf-8", "replace") for v in r[1:]))
+                        for r in rows]
             for row in rows:
                 seq, text, mac, op, target, when = row
                 # The fast path: every check by slicing the canonical text, no json.loads.
@@ -278,6 +294,8 @@ class AuditLog:
                 raise AuditDamage(last, "head mismatch", "the head is missing")
             return
         hseq, hmac_, seal = row[0], row[1], row[2]
+        if not (isinstance(hseq, int) and isinstance(hmac_, str) and isinstance(seal, str) and seal.isascii()):
+            raise AuditDamage(last, "head mismatch", "the head row is not what kms-cli writes")
         if not equal(self._head_seal(hseq, hmac_).encode(), str(seal).encode()):
             raise AuditDamage(hseq, "head mismatch", "the head's seal does not verify")
         if hseq > last:

@@ -23,6 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 MASTER_KEY = "42" * 32
+INSERT = "INSERT INTO audit (seq, time, entry, op, target, mac) VALUES (?, ?, ?, ?, ?, ?)"
 OPS = ("secret.get", "secret.put", "encrypt", "decrypt", "key.rotate", "exec", "key.show", "secret.list")
 
 
@@ -57,16 +58,14 @@ def build(path: str, entries: int, env: dict) -> None:
             if n % 11 == 0:
                 entry["detail"] = {"count": n % 5}
             data = canonical(entry)
-            mac = log._fast.hex(data)  # the same HMAC-SHA-256 as append() (tests/unit/test_audit.py)
+            mac = log._fast.hex(data)  # the same HMAC-SHA-256 as append() (tests/unit/test_audit_chain.py)
             batch.append((seq, entry["time"], data.decode(), op, entry["target"], mac))
             prev = mac
             if len(batch) == 50_000:
-                store.conn.executemany("INSERT INTO audit (seq, time, entry, op, target, mac) VALUES (?, ?, ?, ?, ?, ?)",
-                                       batch)
+                store.conn.executemany(INSERT, batch)
                 batch = []
         if batch:
-            store.conn.executemany("INSERT INTO audit (seq, time, entry, op, target, mac) VALUES (?, ?, ?, ?, ?, ?)",
-                                   batch)
+            store.conn.executemany(INSERT, batch)
         log._set_head(seq, prev)
     store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     vault.close()

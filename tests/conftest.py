@@ -2,85 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ holds kmshelp and vectorutil
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: tests.servers
 
-MASTER_KEY = "11" * 32
-
-
-@dataclass
-class Result:
-    code: int
-    out: bytes
-    err: str
-
-    @property
-    def text(self) -> str:
-        return self.out.decode()
-
-    def json(self):
-        import json
-
-        return json.loads(self.out)
-
-
-class Kms:
-    """Runs `python -m kms_cli` as a user would, with its own HOME and vault."""
-
-    def __init__(self, tmp: Path, env: dict):
-        self.tmp = tmp
-        self.env = env
-
-    @property
-    def vault(self) -> Path:
-        return Path(self.env["KMS_CLI_VAULT"])
-
-    def __call__(self, *args, input: bytes | str | None = None, env: dict | None = None,
-                 timeout: float = 60, check: bool | None = None) -> Result:
-        if isinstance(input, str):
-            input = input.encode()
-        full_env = dict(self.env)
-        for k, v in (env or {}).items():
-            if v is None:
-                full_env.pop(k, None)
-            else:
-                full_env[k] = v
-        p = subprocess.run([sys.executable, "-m", "kms_cli", *map(str, args)], input=input if input is not None else b"",
-                           capture_output=True, env=full_env, timeout=timeout, cwd=self.tmp)
-        r = Result(p.returncode, p.stdout, p.stderr.decode(errors="replace"))
-        if check:
-            assert r.code == 0, f"exit {r.code}: {r.err}"
-        return r
-
-    def ok(self, *args, **kw) -> Result:
-        r = self(*args, **kw)
-        assert r.code == 0, f"kms-cli {' '.join(map(str, args))} -> exit {r.code}: {r.err}"
-        return r
-
-
-def base_env(tmp: Path) -> dict:
-    home = tmp / "home"
-    home.mkdir(exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KMS_CLI_", "AWS_", "VAULT_", "GOOGLE_", "AZURE_"))}
-    env.update({
-        "HOME": str(home),
-        "XDG_CONFIG_HOME": str(home / ".config"),
-        "XDG_DATA_HOME": str(home / ".local/share"),
-        "KMS_CLI_VAULT": str(tmp / "vault.db"),
-        "KMS_CLI_MASTER_KEY": MASTER_KEY,
-        "PYTHONPATH": str(ROOT),
-        "NO_COLOR": "1",
-    })
-    env.pop("GITHUB_ACTIONS", None)
-    return env
+from kmshelp import Kms, base_env  # noqa: E402
 
 
 @pytest.fixture

@@ -29,8 +29,9 @@ Performance: the streaming functions read `src` in blocks of about 1 MiB with
 allocation besides the 12-byte nonce), and write blocks strictly in order. With
 more than one thread, blocks are handed to a small pool of worker threads (the
 AEAD calls release the GIL) with a bounded number of blocks in flight, so memory
-stays constant whatever the input size. Inputs of at most one block are always
-processed inline. Decryption writes a chunk only once it has authenticated, and
+stays constant whatever the input size (about 2 MiB per block in flight, two
+blocks per thread). Inputs of at most one block are always processed inline,
+without starting a thread. Decryption writes a chunk only once it has authenticated, and
 stops at the first failure having written exactly the authenticated prefix.
 
 Errors: anything wrong with a ciphertext (or a wrong key / key size at
@@ -47,7 +48,6 @@ import os
 import sys
 import threading
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
@@ -94,6 +94,9 @@ AGE_CHUNK_SIZE = 65536
 _AGE_CT_CHUNK = AGE_CHUNK_SIZE + TAG
 AGE_NONCE_SIZE = 16
 AGE_FILE_KEY_SIZE = 16
+# age's file key is 128 bits; kms-cli feeds the STREAM a 256-bit key derived from its data key
+# (HKDF accepts either as input keying material), so both sizes are accepted.
+AGE_FILE_KEY_SIZES = (16, 32)
 _AGE_MAX_CHUNKS = 1 << 88  # 11-byte counter
 
 # Streaming geometry: chunks per block (one block = one worker task), ~1 MiB of plaintext.
@@ -108,13 +111,34 @@ _ERR_COMMITMENT = "key commitment mismatch: wrong key or context"
 _ERR_KEY_SIZE = "wrong key size"
 
 
-def default_threads() -> int:
-    """Worker threads used when `threads` is None: the usable CPUs, at most 4."""
+def _usable_cpus() -> int:
     try:
-        cpus = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # pragma: no cover - non-Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, _MAX_THREADS))
+        return os.cpu_count() or 1
+
+
+def _aead_releases_gil() -> bool:
+    # cryptography 50.0.2 runs encrypt_into/decrypt_into without holding the GIL (its
+    # Rust `run_with_gil_detached`, seen in the installed build). Older versions are
+    # assumed to hold it: extra threads could then only overlap I/O, which does not pay
+    # for the GIL hand-offs (measured), so they default to a single thread.
+    try:
+        from cryptography import __version__ as version
+
+        return int(version.split(".")[0]) >= 50
+    except (ImportError, ValueError):  # pragma: no cover
+        return False
+
+
+_AEAD_RELEASES_GIL = _aead_releases_gil()
+
+
+def default_threads() -> int:
+    """Threads used when `threads` is None: the usable CPUs, at most 4 (1 if AEAD calls hold the GIL)."""
+    if not _AEAD_RELEASES_GIL:
+        return 1
+    return max(1, min(_usable_cpus(), _MAX_THREADS))
 
 
 def ciphertext_size(plaintext_size: int) -> int:
@@ -172,13 +196,15 @@ def _age_aead(file_key: bytes, nonce: bytes) -> ChaCha20Poly1305:
     return ChaCha20Poly1305(payload_key)
 
 
-def _check_seal_key(key: bytes, size: int) -> None:
-    if not isinstance(key, (bytes, bytearray, memoryview)) or len(key) != size:
-        raise ValueError(f"key must be {size} bytes")
+def _check_seal_key(key: bytes, size: int | tuple[int, ...]) -> None:
+    sizes = size if isinstance(size, tuple) else (size,)
+    if not isinstance(key, (bytes, bytearray, memoryview)) or len(key) not in sizes:
+        raise ValueError(f"key must be {' or '.join(map(str, sizes))} bytes")
 
 
-def _check_open_key(key: bytes, size: int) -> None:
-    if not isinstance(key, (bytes, bytearray, memoryview)) or len(key) != size:
+def _check_open_key(key: bytes, size: int | tuple[int, ...]) -> None:
+    sizes = size if isinstance(size, tuple) else (size,)
+    if not isinstance(key, (bytes, bytearray, memoryview)) or len(key) not in sizes:
         raise IntegrityError(_ERR_KEY_SIZE)
 
 
@@ -428,8 +454,6 @@ def _pump(src, dst, work, state, in_chunk: int, out_chunk: int, chunks: int, thr
     failing block reported as good.
     """
     block = in_chunk * chunks
-    threads = default_threads() if threads is None else max(1, int(threads))
-    depth = threads * _DEPTH_PER_THREAD
     free: list[_Slot] = []
     in_offset = (_position(src) + _PHASE) % _PAGE
     out_offset = (_position(dst) - _PHASE) % _PAGE
@@ -468,6 +492,8 @@ def _pump(src, dst, work, state, in_chunk: int, out_chunk: int, chunks: int, thr
     gen = blocks()
     first = 0
     slot, n, at_eof = next(gen)
+    if not at_eof:
+        threads = default_threads() if threads is None else max(1, int(threads))
     if at_eof or threads <= 1:
         # Inline: small inputs never start a thread.
         while True:
@@ -477,8 +503,11 @@ def _pump(src, dst, work, state, in_chunk: int, out_chunk: int, chunks: int, thr
             first += chunks
             slot, n, at_eof = next(gen)
 
+    depth = threads * _DEPTH_PER_THREAD
     pending: deque = deque()
     with _fast_gil_handoff():
+        from concurrent.futures import ThreadPoolExecutor  # only when threads run: it costs start-up time
+
         pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kms-chunked")
         try:
             while True:
@@ -502,9 +531,12 @@ def _pump(src, dst, work, state, in_chunk: int, out_chunk: int, chunks: int, thr
 
 def _run_blocks(work, state, views: list, threads: int | None):
     """Run work on in-memory blocks [(views, n, first, at_eof)], in parallel if there are several."""
-    threads = default_threads() if threads is None else max(1, int(threads))
+    if len(views) > 1:
+        threads = default_threads() if threads is None else max(1, int(threads))
     if len(views) <= 1 or threads <= 1:
         return [work(state, *item) for item in views]
+    from concurrent.futures import ThreadPoolExecutor
+
     with _fast_gil_handoff(), ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kms-chunked") as pool:
         futures = [pool.submit(work, state, *item) for item in views]
         return [f.result() for f in futures]
@@ -623,7 +655,7 @@ def decrypt_stream(key: bytes, context: bytes, src, dst, *, threads: int | None 
 
 def age_encrypt_stream(file_key: bytes, src, dst, *, nonce: bytes | None = None, threads: int | None = None) -> int:
     """Write age's payload (nonce || STREAM chunks) for src to dst; returns bytes written."""
-    _check_seal_key(file_key, AGE_FILE_KEY_SIZE)
+    _check_seal_key(file_key, AGE_FILE_KEY_SIZES)
     if nonce is None:
         nonce = primitives.random_bytes(AGE_NONCE_SIZE)
     elif len(nonce) != AGE_NONCE_SIZE:
@@ -637,7 +669,7 @@ def age_encrypt_stream(file_key: bytes, src, dst, *, nonce: bytes | None = None,
 
 def age_decrypt_stream(file_key: bytes, src, dst, *, threads: int | None = None) -> int:
     """Decrypt age's payload from src to dst; returns plaintext bytes written (IntegrityError on failure)."""
-    _check_open_key(file_key, AGE_FILE_KEY_SIZE)
+    _check_open_key(file_key, AGE_FILE_KEY_SIZES)
     nonce = bytearray(AGE_NONCE_SIZE)
     if _readfull(src, memoryview(nonce)) < AGE_NONCE_SIZE:
         raise IntegrityError(_ERR_TRUNCATED)

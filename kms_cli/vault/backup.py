@@ -172,15 +172,17 @@ def _refuse(file: str, why: str) -> IntegrityError:
 
 def _check_and_seal(options, tmp: str, file: str, old_id: str | None) -> dict:
     """Open the copy as a vault, check everything, append the restore entry, and fold its WAL in."""
-    from dataclasses import replace
+    import copy
 
     from kms_cli.vault.core import Vault
 
+    copy_options = copy.copy(options)
+    copy_options.path = tmp
     try:
-        bv = Vault.open(replace(options, path=tmp))
+        bv = Vault.open(copy_options)
     except UnavailableError:
         raise
-    except KmsError as exc:  # not a vault, damaged, or sealed by other master keys: foreign
+    except (KmsError, sqlite3.DatabaseError) as exc:  # not a vault, damaged, or other master keys: foreign
         raise _refuse(file, f"it is not a backup this master key opens: {exc}") from None
     try:
         try:
@@ -202,10 +204,10 @@ def _check_and_seal(options, tmp: str, file: str, old_id: str | None) -> dict:
             raise UnavailableError("could not fold the restored copy's WAL into it")
     finally:
         bv.close()
-    for suffix in ("-wal", "-shm"):
-        if os.path.exists(tmp + suffix) and suffix == "-wal" and os.path.getsize(tmp + suffix):
-            raise UnavailableError("the restored copy still has a write-ahead log")
-        _unlink(tmp + suffix)
+    if os.path.exists(tmp + "-wal") and os.path.getsize(tmp + "-wal"):
+        raise UnavailableError("the restored copy still has a write-ahead log")
+    _unlink(tmp + "-wal")
+    _unlink(tmp + "-shm")
     _fsync_path(tmp)
     return {"vault_id": vault_id, "entries": result.entries, "head": result.last_seq, "sealed_rows": sealed,
             "other_vault": bool(old_id) and old_id != vault_id}
@@ -237,7 +239,7 @@ def _authenticate_rows(bv, file: str) -> int:
 def _quiesce(path: str) -> None:
     """Fold the old vault's WAL into its file; refuse while another process holds it open."""
     try:
-        conn = sqlite3.connect(path, timeout=5, isolation_level=None)
+        conn = sqlite3.connect(path, timeout=2, isolation_level=None)
     except sqlite3.Error:
         return
     try:

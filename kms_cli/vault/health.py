@@ -14,9 +14,10 @@ on a cron host, say) cannot be checked here; they are reported as ok with
 
 from __future__ import annotations
 
+import copy
 import os
 import sqlite3
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from kms_cli import durations
 from kms_cli.crypto.primitives import equal
@@ -166,7 +167,8 @@ def _check_slots(report: Report, vault) -> None:
     from kms_cli.vault.core import Subkeys, slot_tag
 
     # never prompt for a second passphrase just to check a slot
-    options = replace(vault.options.source, prompt=None)
+    options = copy.copy(vault.options.source)
+    options.prompt = None
     for row in vault.store.slots():
         name = f"slot.{row['id']}"
         try:
@@ -283,13 +285,20 @@ def run(options) -> Report:
     except KmsError as exc:
         report.add("unlock", FAIL, str(exc), exc.exit_code)
         return report
+    except sqlite3.DatabaseError as exc:
+        report.add("unlock", FAIL, f"the vault could not be read: {exc}", 5)
+        return report
     try:
         now = durations.now()
         # Every check reads before this run writes anything (its own entry, housekeeping).
-        _check_slots(report, vault)
-        _check_audit(report, vault)
-        _check_keys(report, vault, now)
-        _check_secrets(report, vault, now)
+        try:
+            _check_slots(report, vault)
+            _check_audit(report, vault)
+            _check_keys(report, vault, now)
+            _check_secrets(report, vault, now)
+        except sqlite3.DatabaseError as exc:
+            report.add("vault.read", FAIL, f"the vault could not be read: {exc}", 5)
+            return report
         try:
             with vault.operation("health") as rec:
                 rec.extra = {"status": report.status}

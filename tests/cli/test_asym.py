@@ -15,7 +15,7 @@ ENC_ALGS = ["rsa-oaep-3072", "ml-kem-512", "ml-kem-768", "ml-kem-1024", "x25519-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     """One vault holding a key of every asymmetric algorithm (RSA-4096 generation is slow)."""
-    from conftest import Kms, base_env
+    from kmshelp import Kms, base_env
 
     tmp = tmp_path_factory.mktemp("pki")
     kms = Kms(tmp, base_env(tmp))

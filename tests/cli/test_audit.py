@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import Kms, base_env
+from kmshelp import Kms, base_env
 
 FIELDS = ["seq", "time", "actor", "op", "target", "version", "result", "error"]
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from conftest import ROOT
+from kmshelp import ROOT
 
 WRITER = r"""
 import os, subprocess, sys

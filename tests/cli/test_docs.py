@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from kmshelp import ROOT
 from kms_cli.cli import docs
 
 

@@ -4,7 +4,7 @@ import os
 import re
 import stat
 
-from conftest import MASTER_KEY
+from kmshelp import MASTER_KEY
 
 
 def test_version(kms):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import MASTER_KEY
+from kmshelp import MASTER_KEY
 
 OTHER = "22" * 32
 

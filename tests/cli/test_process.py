@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import MASTER_KEY
+from kmshelp import MASTER_KEY
 
 AWKWARD = "it's \"quoted\" $HOME `uname` \\ back\nslash and\ttab"
 

@@ -142,6 +142,13 @@ def test_detail_and_escaped_targets_verify(log):
     # an entry moved to the end: the gap is not "missing", the entry still exists elsewhere
     ("UPDATE audit SET seq = 100 WHERE seq = 3", (3, "reordered")),
     ("UPDATE audit SET seq = 0 WHERE seq = 2", (0, "reordered")),
+    # edits that change a column's type: still named, never a crash
+    ("UPDATE audit SET entry = X'00ff' WHERE seq = 3", (3, "altered")),
+    ("UPDATE audit SET entry = CAST(entry AS BLOB) || X'ff' WHERE seq = 3", (3, "altered")),
+    ("UPDATE audit SET mac = 42 WHERE seq = 2", (2, "altered")),
+    ("UPDATE audit SET target = X'ff' WHERE seq = 4", (4, "altered")),
+    ("UPDATE audit_head SET seq = 'six'", (6, "head mismatch")),
+    ("UPDATE audit_head SET seal = X'00'", (6, "head mismatch")),
 ])
 def test_verify_names_first_bad_seq_and_kind(log, edit, expected):
     fill(log, 6)

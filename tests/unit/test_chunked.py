@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 
 import pytest
 from cryptography.hazmat.primitives import hashes
@@ -87,7 +88,6 @@ def test_random_salt_and_default_threads():
     out = io.BytesIO()
     chunked.encrypt_stream(KEY, CTX, io.BytesIO(pt), out)
     assert dec(out.getvalue(), threads=None) == pt
-    assert 1 <= chunked.default_threads() <= 4
 
 
 def test_accepts_buffers_and_streams_from_current_position(tmp_path):
@@ -217,11 +217,30 @@ def test_memory_is_bounded(monkeypatch):
         assert len(made) <= (2 if threads == 1 else threads * chunked._DEPTH_PER_THREAD + 2)
 
 
-def test_switch_interval_is_restored():
+def test_switch_interval_is_restored_even_with_concurrent_streams():
     before = sys.getswitchinterval()
     pt = message(3 * BLOCK)
     dec(enc(pt, threads=2), threads=2)
     assert sys.getswitchinterval() == before
+    results = []
+
+    def job(seed):
+        data = message(4 * BLOCK + seed, seed)
+        results.append(dec(enc(data, threads=2), threads=3) == data)
+
+    workers = [threading.Thread(target=job, args=(k,)) for k in range(3)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert results == [True, True, True]
+    assert sys.getswitchinterval() == before
+
+
+def test_default_threads(monkeypatch):
+    assert 1 <= chunked.default_threads() <= 4
+    monkeypatch.setattr(chunked, "_AEAD_RELEASES_GIL", False)
+    assert chunked.default_threads() == 1
 
 
 # --------------------------------------------------------------------------
@@ -413,12 +432,21 @@ def test_age_random_nonce_and_key_sizes():
     chunked.age_encrypt_stream(FILE_KEY, io.BytesIO(b"x"), b)
     assert a.getvalue()[:16] != b.getvalue()[:16]
     assert age_dec(a.getvalue()) == age_dec(b.getvalue()) == b"x"
-    with pytest.raises(ValueError):
-        chunked.age_encrypt_stream(bytes(32), io.BytesIO(b"x"), io.BytesIO())
+    for bad in (bytes(15), bytes(24), bytes(33)):
+        with pytest.raises(ValueError):
+            chunked.age_encrypt_stream(bad, io.BytesIO(b"x"), io.BytesIO())
+        with pytest.raises(IntegrityError):
+            chunked.age_decrypt_stream(bad, io.BytesIO(a.getvalue()), io.BytesIO())
     with pytest.raises(ValueError):
         chunked.age_encrypt_stream(FILE_KEY, io.BytesIO(b"x"), io.BytesIO(), nonce=bytes(12))
+    # kms-cli's 256-bit file keys: accepted, and a different key does not open the payload
+    c = io.BytesIO()
+    chunked.age_encrypt_stream(bytes(range(32)), io.BytesIO(b"x"), c)
+    out = io.BytesIO()
+    chunked.age_decrypt_stream(bytes(range(32)), io.BytesIO(c.getvalue()), out)
+    assert out.getvalue() == b"x"
     with pytest.raises(IntegrityError):
-        chunked.age_decrypt_stream(bytes(32), io.BytesIO(a.getvalue()), io.BytesIO())
+        chunked.age_decrypt_stream(bytes(32), io.BytesIO(c.getvalue()), io.BytesIO())
     with pytest.raises(IntegrityError):
         chunked.age_decrypt_stream(bytes(16), io.BytesIO(a.getvalue()), io.BytesIO())
 

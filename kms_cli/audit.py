@@ -21,15 +21,13 @@ Verification names the first bad seq and the kind of damage:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import time
-from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 from kms_cli import durations
-from kms_cli.crypto.primitives import equal, hmac_sha256
+from kms_cli.crypto.primitives import KeyedHmacSha256, equal, hmac_sha256
 from kms_cli.errors import IntegrityError, KmsError, UsageError
 
 GENESIS = "0" * 64
@@ -65,31 +63,6 @@ def to_entry(text: str, mac: str) -> dict:
     return out
 
 
-class _Mac:
-    """HMAC-SHA-256 (RFC 2104) with the key's pads hashed once: a million entries verify fast.
-
-    Same function as crypto.primitives.hmac_sha256 (a unit test checks it), only
-    precomputed: each message costs two SHA-256 state copies instead of a rekey.
-    """
-
-    def __init__(self, key: bytes):
-        if len(key) > 64:
-            key = hashlib.sha256(key).digest()
-        key = key.ljust(64, b"\0")
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
-
-    def hex(self, data: bytes) -> str:
-        inner = self._inner.copy()
-        inner.update(data)
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return outer.hexdigest()
-
-    def __repr__(self) -> str:
-        return "_Mac(***)"
-
-
 class AuditDamage(IntegrityError):
     """The chain or its head failed verification: `seq` is the first bad one, `kind` what is wrong."""
 
@@ -100,8 +73,7 @@ class AuditDamage(IntegrityError):
         self.kind = kind
 
 
-@dataclass
-class VerifyResult:
+class VerifyResult(NamedTuple):
     entries: int
     last_seq: int
     first_seq: int = 0  # 1, or the seq of the checkpoint the chain starts from
@@ -112,7 +84,7 @@ class AuditLog:
         self.store = store
         self.key = key
         self.actor = actor
-        self._fast = _Mac(key)
+        self._fast = KeyedHmacSha256(key)
 
     def __repr__(self) -> str:
         return f"AuditLog({self.store.path!r})"

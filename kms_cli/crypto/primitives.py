@@ -34,6 +34,29 @@ def hmac_sha256(key: bytes, data: bytes) -> bytes:
     return h.finalize()
 
 
+class KeyedHmacSha256:
+    """HMAC-SHA-256 under one key, keyed once: each message then costs a copy of the keyed
+    state (for verifying a million audit entries). Never prints its key."""
+
+    __slots__ = ("_base",)
+
+    def __init__(self, key: bytes):
+        from cryptography.hazmat.primitives import hmac
+
+        self._base = hmac.HMAC(key, hashes.SHA256())
+
+    def digest(self, data: bytes) -> bytes:
+        h = self._base.copy()
+        h.update(data)
+        return h.finalize()
+
+    def hex(self, data: bytes) -> str:
+        return self.digest(data).hex()
+
+    def __repr__(self) -> str:
+        return "KeyedHmacSha256(***)"
+
+
 def equal(a: bytes, b: bytes) -> bool:
     """Constant-time comparison."""
     return _hmac.compare_digest(a, b)

@@ -11,7 +11,6 @@ import os
 import struct
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Iterator
 
 from kms_cli import actor, durations
@@ -40,12 +39,13 @@ def bind(kind: str, *parts) -> bytes:
     return b"".join(out)
 
 
-@dataclass
 class Subkeys:
-    material: bytes
-    secret: bytes
-    audit: bytes
-    slot: bytes
+    """One key per purpose, derived from the root key; never printed."""
+
+    __slots__ = ("material", "secret", "audit", "slot")
+
+    def __init__(self, material: bytes, secret: bytes, audit: bytes, slot: bytes):
+        self.material, self.secret, self.audit, self.slot = material, secret, audit, slot
 
     @classmethod
     def derive(cls, root: bytes, vault_id: bytes) -> "Subkeys":
@@ -56,24 +56,30 @@ class Subkeys:
         return "Subkeys(***)"
 
 
-@dataclass
 class OpRecord:
     """What an operation tells its audit entry (never values)."""
 
-    op: str
-    target: str | None = None
-    version: int | None = None
-    extra: dict = field(default_factory=dict)
+    __slots__ = ("op", "target", "version", "extra")
+
+    def __init__(self, op: str, target: str | None = None, version: int | None = None):
+        self.op, self.target, self.version = op, target, version
+        self.extra: dict = {}
 
 
-@dataclass
 class Options:
     """How to reach and unlock a vault: from flags, environment and config."""
 
-    path: str
-    namespace: Namespace = field(default_factory=Namespace)
-    unlock: str | None = None
-    source: SourceOptions = field(default_factory=SourceOptions)
+    __slots__ = ("path", "namespace", "unlock", "source")
+
+    def __init__(self, path: str, namespace: Namespace | None = None, unlock: str | None = None,
+                 source: SourceOptions | None = None):
+        self.path = path
+        self.namespace = namespace or Namespace()
+        self.unlock = unlock
+        self.source = source or SourceOptions()
+
+    def __repr__(self) -> str:
+        return f"Options(path={self.path!r}, namespace={self.namespace.prefix!r}, unlock={self.unlock!r})"
 
 
 def slot_tag(slot_key: bytes, vault_id: bytes, slot_id: int, uri: str, blob: bytes) -> bytes:

@@ -39,7 +39,7 @@ the key.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from kms_cli.errors import IntegrityError, StateError, UsageError
 
@@ -47,8 +47,7 @@ SIGN = "sign"
 ENCRYPT = "encrypt"
 
 
-@dataclass(frozen=True)
-class Algorithm:
+class Algorithm(NamedTuple):
     """One asymmetric algorithm.
 
     Attributes:

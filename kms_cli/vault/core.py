@@ -230,9 +230,11 @@ class Vault:
             now = durations.now()
             if last is None or now - last > 60:
                 self.store.touch_slot(self.slot_id, now)
-        from kms_cli.vault import keys as _keys
+        if self.store.one("SELECT 1 FROM keys WHERE state = 'destroy-scheduled' AND destroy_at <= ? LIMIT 1",
+                          (durations.now(),)):
+            from kms_cli.vault import keys as _keys
 
-        _keys.purge_due(self)
+            _keys.purge_due(self)
 
     # -- wraps under the root's subkeys (`keys` overrides them during `master rotate`) --
     def seal_material(self, name: str, version: int, algorithm: str, material: bytes, kind: str = "key",

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from typing import Callable, Iterator, NamedTuple
+from typing import Callable, Iterator
 
 from kms_cli import durations
 from kms_cli.crypto.primitives import KeyedHmacSha256, equal, hmac_sha256
@@ -73,10 +73,22 @@ class AuditDamage(IntegrityError):
         self.kind = kind
 
 
-class VerifyResult(NamedTuple):
-    entries: int
-    last_seq: int
-    first_seq: int = 0  # 1, or the seq of the checkpoint the chain starts from
+class VerifyResult:
+    """What `verify` found: entries checked, the last seq, and the first (1, or a prune checkpoint's)."""
+
+    __slots__ = ("entries", "last_seq", "first_seq")
+
+    def __init__(self, entries: int, last_seq: int, first_seq: int = 0):
+        self.entries, self.last_seq, self.first_seq = entries, last_seq, first_seq
+
+    def __iter__(self):
+        return iter((self.entries, self.last_seq, self.first_seq))
+
+    def __eq__(self, other) -> bool:
+        return tuple(self) == tuple(other)
+
+    def __repr__(self) -> str:
+        return f"VerifyResult(entries={self.entries}, last_seq={self.last_seq}, first_seq={self.first_seq})"
 
 
 class AuditLog:

@@ -7,42 +7,58 @@ Handlers are named as "module:function" and imported only when their command run
 
 from __future__ import annotations
 
-from typing import NamedTuple
 
 
-class Opt(NamedTuple):
-    flags: tuple[str, ...]
-    dest: str
-    help: str
-    kind: str = "str"  # str | int | flag | multi (repeatable str)
-    metavar: str | None = None
-    default: object = None
-    choices: tuple[str, ...] | None = None
-    required: bool = False
-    envvar: str | None = None
+class _Record:
+    """A small immutable record (plain class: cheaper to import than a NamedTuple or dataclass)."""
+
+    __slots__ = ()
+    _defaults: dict = {}
+
+    def __init__(self, *args, **kwargs):
+        names = self.__slots__
+        values = dict(self._defaults)
+        values.update(zip(names, args))
+        values.update(kwargs)
+        for name in names:
+            object.__setattr__(self, name, values[name])
+
+    def __setattr__(self, name, value):
+        raise AttributeError("command table records are immutable")
+
+    def __eq__(self, other):
+        return type(other) is type(self) and all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    def __hash__(self):
+        return hash(tuple(getattr(self, n) for n in self.__slots__))
+
+    def __repr__(self):
+        return f"{type(self).__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n in self.__slots__)})"
 
 
-class Arg(NamedTuple):
-    dest: str
-    help: str
-    required: bool = True
-    rest: bool = False  # collects every remaining token (exec's CMD [ARGS...])
-    metavar: str | None = None
+class Opt(_Record):
+    """An option: flags, destination, help; kind is str | int | flag | multi (repeatable str)."""
+
+    __slots__ = ("flags", "dest", "help", "kind", "metavar", "default", "choices", "required", "envvar")
+    _defaults = {"kind": "str", "metavar": None, "default": None, "choices": None, "required": False, "envvar": None}
 
 
-class Cmd(NamedTuple):
-    path: tuple[str, ...]
-    help: str
-    handler: str
-    opts: tuple[Opt, ...] = ()
-    args: tuple[Arg, ...] = ()
-    extra_arg_hint: str | None = None  # said when too many positionals are given
-    epilog: str | None = None
+class Arg(_Record):
+    """A positional argument; `rest` collects every remaining token (exec's CMD [ARGS...])."""
+
+    __slots__ = ("dest", "help", "required", "rest", "metavar")
+    _defaults = {"required": True, "rest": False, "metavar": None}
 
 
-class Group(NamedTuple):
-    name: str
-    help: str
+class Cmd(_Record):
+    """A command: its path, help, handler ("module:function"), options and arguments."""
+
+    __slots__ = ("path", "help", "handler", "opts", "args", "extra_arg_hint", "epilog")
+    _defaults = {"opts": (), "args": (), "extra_arg_hint": None, "epilog": None}
+
+
+class Group(_Record):
+    __slots__ = ("name", "help")
 
 
 GLOBAL_OPTS = (

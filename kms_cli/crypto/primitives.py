@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac as _hmac
 import os
 
 from cryptography.hazmat.primitives import hashes
@@ -59,4 +58,6 @@ class KeyedHmacSha256:
 
 def equal(a: bytes, b: bytes) -> bool:
     """Constant-time comparison."""
-    return _hmac.compare_digest(a, b)
+    from cryptography.hazmat.primitives import constant_time
+
+    return constant_time.bytes_eq(bytes(a), bytes(b))

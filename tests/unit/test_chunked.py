@@ -183,7 +183,9 @@ def test_small_inputs_do_not_start_threads(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("thread pool started")
 
-    monkeypatch.setattr(chunked, "ThreadPoolExecutor", boom)
+    import concurrent.futures
+
+    monkeypatch.setattr(concurrent.futures, "ThreadPoolExecutor", boom)
     for size in (0, 1, C, 5 * C + 3, BLOCK - C):
         pt = message(size)
         ct = enc(pt, threads=4)

@@ -37,7 +37,7 @@ import re
 from collections.abc import Iterable, Mapping
 
 from kms_cli.errors import UsageError
-from kms_cli.secretvalue import SecretValue
+from kms_cli.secretvalue import SecretValue, text_of
 
 # The regular expressions are python-dotenv's, so both agree on every input.
 _U = re.UNICODE
@@ -163,19 +163,6 @@ def _check_key(key: str) -> None:
         )
 
 
-def _text(key: str, value: str | bytes | SecretValue) -> str:
-    if isinstance(value, str):
-        return value
-    raw = value.reveal() if isinstance(value, SecretValue) else bytes(value)
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise UsageError(
-            f"the value of {key} is not UTF-8 text and cannot be written as dotenv",
-            hint="exec injects any bytes; secret get prints them as stored",
-        ) from None
-
-
 def quote(value: str) -> str:
     """`value` as a double-quoted dotenv value that python-dotenv reads back unchanged.
 
@@ -200,5 +187,5 @@ def serialize(items: Iterable[tuple[str, str | bytes | SecretValue]] | Mapping) 
     lines = []
     for key, value in items:
         _check_key(key)
-        lines.append(f"{key}={quote(_text(key, value))}\n")
+        lines.append(f"{key}={quote(text_of(key, value, 'dotenv'))}\n")
     return "".join(lines)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from kms_cli import dotenv
 from kms_cli.errors import UsageError
-from kms_cli.secretvalue import SecretValue
+from kms_cli.secretvalue import SecretValue, text_of
 
 Value = SecretValue | bytes | str
 
@@ -80,25 +80,12 @@ def build_mapping(pairs: Iterable[tuple[str, str | None]], prefix: str = "") -> 
     return mapping
 
 
-def _text(var: str, value: Value) -> str:
-    if isinstance(value, str):
-        return value
-    raw = value.reveal() if isinstance(value, SecretValue) else bytes(value)
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise UsageError(
-            f"the value of {var} is not UTF-8 text and cannot be printed in this format",
-            hint="kms-cli exec passes any bytes to a program; secret get prints them as stored",
-        ) from None
-
-
 def _texts(mapping: Mapping[str, Value], *, nul_ok: bool = True) -> list[tuple[str, str]]:
     out = []
     for var, value in mapping.items():
         if not is_env_name(var):
             raise UsageError(f"{var!r} is not a valid variable name")
-        text = _text(var, value)
+        text = text_of(var, value)
         if not nul_ok and "\0" in text:
             raise UsageError(
                 f"the value of {var} holds a NUL byte, which a shell variable cannot carry",

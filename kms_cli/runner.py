@@ -132,7 +132,7 @@ def build_env(
             if no_clobber:
                 raise AlreadyExistsError(
                     f"variable {var} already exists in the environment",
-                    hint=f"unset it, map the secret to another name (--secret NAME=OTHER), or drop --no-clobber",
+                    hint="unset it, map the secret to another name (--secret NAME=OTHER), or drop --no-clobber",
                 )
             warn(f"overwriting variable {var} from the environment")
         env[var] = os.fsdecode(raw)

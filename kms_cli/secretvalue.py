@@ -88,3 +88,20 @@ class SecretValue:
 
     def __deepcopy__(self, memo) -> SecretValue:
         return self
+
+
+def text_of(name: str, value: "str | bytes | SecretValue", fmt: str = "this format") -> str:
+    """A value as UTF-8 text for a text format (dotenv, sh, json, github), or a UsageError naming
+    `name`, never the value."""
+    if isinstance(value, str):
+        return value
+    raw = value.reveal() if isinstance(value, SecretValue) else bytes(value)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        from kms_cli.errors import UsageError
+
+        raise UsageError(
+            f"the value of {name} is not UTF-8 text and cannot be written as {fmt}",
+            hint="kms-cli exec passes any bytes to a program; secret get prints them as stored",
+        ) from None

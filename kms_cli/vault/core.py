@@ -7,9 +7,7 @@ HKDF-SHA-256 (salt = vault id) derives one subkey per purpose; no key serves two
 from __future__ import annotations
 
 import json
-import os
 import struct
-import sys
 from contextlib import contextmanager
 from typing import Iterator
 

@@ -1,8 +1,6 @@
 """Slots through the real CLI with the embedded sources (env, passphrase): add, list, remove, rotate, --unlock."""
 
-import pytest
 
-from kmshelp import MASTER_KEY
 
 OTHER = "22" * 32
 

@@ -10,7 +10,6 @@ import sqlite3
 
 import pytest
 
-from kms_cli import audit as audit_mod
 from kms_cli import durations
 from kms_cli.audit import CHECKPOINT, GENESIS, AuditDamage, AuditLog, canonical, to_entry
 from kms_cli.crypto.primitives import KeyedHmacSha256, hmac_sha256

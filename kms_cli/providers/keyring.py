@@ -36,6 +36,7 @@ from kms_cli.errors import (
     UnlockError,
     UsageError,
 )
+from kms_cli.providers import remote
 from kms_cli.providers.base import SourceOptions, encode_context
 
 DEFAULT_SERVICE = "kms-cli"
@@ -58,6 +59,7 @@ def account_for(context: dict[str, str]) -> str:
 class KeyringSource:
     service: str
     environ: dict = field(repr=False)  # may hold secrets
+    timeout: float = 10.0  # KMS_CLI_TIMEOUT: bounds each keyring call
     scheme = "keyring"
 
     @property
@@ -118,35 +120,41 @@ class KeyringSource:
         return self._guard(lambda: backend.get_password(self.service, account))
 
     def _guard(self, fn):
-        """Run a keyring call, translating its errors."""
+        """Run a keyring call, bounded by KMS_CLI_TIMEOUT (a hung Secret Service daemon would
+        otherwise block forever), translating its errors. Not retried: a keyring is local."""
+        return remote.call(lambda _left: fn(), self._translate,
+                           policy=remote.Policy(timeout=self.timeout, retries=0), what="the keyring")
+
+    def _translate(self, exc: BaseException) -> remote.Failure:
+        return remote.Failure(self._error(exc))
+
+    def _error(self, exc: BaseException) -> KmsError:
         import keyring.errors as kerr
 
-        try:
-            return fn()
-        except KmsError:
-            raise
-        except kerr.KeyringLocked as exc:
-            raise UnlockError(
+        if isinstance(exc, KmsError):
+            return exc
+        if isinstance(exc, kerr.KeyringLocked):
+            return UnlockError(
                 f"the keyring holding service {self.service!r} is locked",
                 hint="unlock it (log in to the desktop session or unlock the collection), then retry",
-            ) from exc
-        except kerr.NoKeyringError as exc:
-            raise UnavailableError(
+            )
+        if isinstance(exc, kerr.NoKeyringError):
+            return UnavailableError(
                 "no OS keyring is available",
                 hint="start a Secret Service or set PYTHON_KEYRING_BACKEND to a working backend",
-            ) from exc
-        except kerr.InitError as exc:
+            )
+        if isinstance(exc, kerr.InitError):
             text = str(exc).lower()
             if "dismiss" in text or "prompt" in text:
-                raise UnlockError(
+                return UnlockError(
                     "the keyring could not be unlocked: the unlock prompt was dismissed",
                     hint="unlock the default keyring collection (e.g. gnome-keyring-daemon --unlock), then retry",
-                ) from exc
-            raise UnavailableError(f"the keyring could not be opened: {_short(exc)}") from exc
-        except kerr.KeyringError as exc:
-            raise UnavailableError(f"the keyring failed: {type(exc).__name__}") from exc
-        except Exception as exc:  # noqa: BLE001 - D-Bus and backend specific errors
-            raise UnavailableError(f"the keyring failed: {type(exc).__name__}: {_short(exc)}") from exc
+                )
+            return UnavailableError(f"the keyring could not be opened: {_short(exc)}")
+        if isinstance(exc, kerr.KeyringError):
+            return UnavailableError(f"the keyring failed: {type(exc).__name__}")
+        # D-Bus and backend specific errors
+        return UnavailableError(f"the keyring failed: {type(exc).__name__}: {_short(exc)}")
 
     @staticmethod
     def _decode(value: str) -> bytes | None:
@@ -223,4 +231,5 @@ def from_uri(uri: str, options: SourceOptions) -> KeyringSource:
     service = uri.partition(":")[2] or DEFAULT_SERVICE
     if any(c in service for c in "\n\r\0"):
         raise UsageError(f"invalid keyring service name in source {uri!r}")
-    return KeyringSource(service=service, environ=options.environ or dict(os.environ))
+    return KeyringSource(service=service, environ=options.environ or dict(os.environ),
+                         timeout=remote.Policy.from_options(options).timeout)

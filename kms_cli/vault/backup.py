@@ -227,7 +227,7 @@ def _authenticate_rows(bv, file: str) -> int:
             opened.append(lambda v=v, alg=alg: bv.open_material(v["name"], v["version"], alg, v["public"],
                                                                 kind="public"))
     for s in bv.store.all_secret_versions():
-        opened.append(lambda s=s: bv.open_secret(s["name"], s["version"], s["value"]))
+        opened.append(lambda s=s: bv.open_secret(s["name"], s["version"], s["value"], s["expires"]))
     for open_row in opened:
         try:
             open_row()

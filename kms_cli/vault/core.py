@@ -247,12 +247,17 @@ class Vault:
         except IntegrityError:
             raise IntegrityError(f"key material of {self.ns.relative(name)} version {version} failed authentication") from None
 
-    def seal_secret(self, name: str, version: int, value: bytes, keys: Subkeys | None = None) -> bytes:
-        return wrap.seal("aes-256-gcm", (keys or self.subkeys).secret, value, bind("secret", self.vault_id, name, version))
+    def seal_secret(self, name: str, version: int, value: bytes, expires: float | None,
+                    keys: Subkeys | None = None) -> bytes:
+        """A secret version's value, bound to vault, name, version and its expiry (a TTL cannot be
+        stretched by editing the row)."""
+        return wrap.seal("aes-256-gcm", (keys or self.subkeys).secret, value,
+                         bind("secret", self.vault_id, name, version, _expiry(expires)))
 
-    def open_secret(self, name: str, version: int, blob: bytes) -> bytes:
+    def open_secret(self, name: str, version: int, blob: bytes, expires: float | None) -> bytes:
         try:
-            return wrap.open("aes-256-gcm", self.subkeys.secret, blob, bind("secret", self.vault_id, name, version))
+            return wrap.open("aes-256-gcm", self.subkeys.secret, blob,
+                             bind("secret", self.vault_id, name, version, _expiry(expires)))
         except IntegrityError:
             raise IntegrityError(f"secret {self.ns.relative(name)} version {version} failed authentication") from None
 
@@ -268,6 +273,10 @@ class Vault:
 
     def close(self) -> None:
         self.store.close()
+
+
+def _expiry(expires: float | None) -> str:
+    return "" if expires is None else repr(float(expires))
 
 
 def _canonical(uri: str, options: Options) -> str:

@@ -41,9 +41,10 @@ def _put_row(vault, full: str, value: bytes, ttl: int | None, tags: dict[str, st
     if tags is None:
         prev = vault.store.secret_version(full, srow["last_version"]) if srow and not srow["deleted"] else None
         tags = json.loads(prev["tags"]) if prev else {}
+    expires = now + ttl if ttl else None
     vault.store.insert_secret_version(
-        name=full, version=version, value=vault.seal_secret(full, version, value), created=now,
-        expires=now + ttl if ttl else None, tags=json.dumps(tags, sort_keys=True),
+        name=full, version=version, value=vault.seal_secret(full, version, value, expires), created=now,
+        expires=expires, tags=json.dumps(tags, sort_keys=True),
     )
     vault.store.upsert_secret(full, version, now)
     return version
@@ -61,7 +62,7 @@ def _open(vault, row, name: str) -> SecretValue:
     if row["expires"] is not None and row["expires"] <= durations.now():
         raise StateError(f"secret {name!r} version {row['version']} expired at {durations.rfc3339(row['expires'])}",
                          hint="put a new value with `kms-cli secret put`")
-    return SecretValue(vault.open_secret(row["name"], row["version"], row["value"]))
+    return SecretValue(vault.open_secret(row["name"], row["version"], row["value"], row["expires"]))
 
 
 def get_many(vault, refs: list[tuple[str, int | None]], op: str) -> dict[tuple[str, int | None], SecretValue]:

@@ -95,9 +95,9 @@ def rotate(vault) -> dict:
                 vault.store.update_key_version(v["name"], v["version"], **changes)
                 counts["key_versions"] += 1
         for s in vault.store.all_secret_versions():
-            value = vault.open_secret(s["name"], s["version"], s["value"])
+            value = vault.open_secret(s["name"], s["version"], s["value"], s["expires"])
             vault.store.update_secret_value(s["name"], s["version"],
-                                            vault.seal_secret(s["name"], s["version"], value, keys=new))
+                                            vault.seal_secret(s["name"], s["version"], value, s["expires"], keys=new))
             counts["secret_versions"] += 1
         for slot_id, uri, blob in sealed:
             vault.store.update_slot(slot_id, blob, slot_tag(new.slot, vault.vault_id, slot_id, uri, blob))

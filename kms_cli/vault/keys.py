@@ -17,6 +17,50 @@ V_ACTIVE, V_DECRYPT_ONLY, V_REVOKED, V_DESTROYED, V_EXPIRED = (
 DEFAULT_DESTROY_AFTER = 7 * 86400
 
 
+# -- row MACs: key and version states (revoked, disabled, grace, ...) cannot be edited in the file --
+def _num(x) -> str:
+    return "" if x is None else repr(float(x))
+
+
+def _key_mac(vault, k, keys=None) -> bytes:
+    from kms_cli.crypto.primitives import hmac_sha256
+    from kms_cli.vault.core import bind
+
+    return hmac_sha256((keys or vault.subkeys).row, bind(
+        "key-row", vault.vault_id, k["name"], k["algorithm"], k["state"], k["state_before"] or "",
+        k["primary_version"], _num(k["destroy_at"])))
+
+
+def _version_mac(vault, v, keys=None) -> bytes:
+    from kms_cli.crypto.primitives import hmac_sha256
+    from kms_cli.vault.core import bind
+
+    return hmac_sha256((keys or vault.subkeys).row, bind(
+        "key-version-row", vault.vault_id, v["name"], v["version"], v["state"], _num(v["grace_until"]),
+        _num(v["revoked"]), _num(v["destroyed"]), "material" if v["material"] is not None else "none"))
+
+
+def reseal_rows(vault, full: str, keys=None) -> None:
+    """Recompute the MACs of a key's row and its versions' rows after a change (inside the transaction)."""
+    vault.store.update_key(full, mac=_key_mac(vault, vault.store.key(full), keys))
+    for v in vault.store.key_versions(full):
+        vault.store.update_key_version(full, v["version"], mac=_version_mac(vault, v, keys))
+
+
+def _check_rows(vault, key_row, version_rows) -> None:
+    from kms_cli.crypto.primitives import equal
+    from kms_cli.errors import IntegrityError
+
+    if key_row["mac"] is None or not equal(_key_mac(vault, key_row), key_row["mac"]):
+        raise IntegrityError(f"the state of key {vault.ns.relative(key_row['name'])!r} failed authentication",
+                             hint="the vault file was edited outside kms-cli; restore a backup")
+    for v in version_rows:
+        if v["mac"] is None or not equal(_version_mac(vault, v), v["mac"]):
+            raise IntegrityError(f"the state of key {vault.ns.relative(v['name'])!r} version {v['version']} "
+                                 "failed authentication",
+                                 hint="the vault file was edited outside kms-cli; restore a backup")
+
+
 def version_state(row, now: float) -> str:
     state = row["state"]
     if state == V_DECRYPT_ONLY and row["grace_until"] is not None and row["grace_until"] <= now:
@@ -103,6 +147,7 @@ def create(vault, name: str, algorithm: str, rotate_every: int | None, descripti
             primary_version=1, created=now, updated=now,
         )
         _new_version(vault, full, alg, 1, now)
+        reseal_rows(vault, full)
         rec.extra = {"algorithm": alg.name}
         return describe(vault, vault.store.key(full))
 
@@ -147,6 +192,7 @@ def _rotate_row(vault, full: str, row, reason: str, grace: int | None, now: floa
     _new_version(vault, full, alg, new, now)
     vault.store.update_key(full, primary_version=new, updated=now,
                            next_rotation=now + row["rotate_every"] if row["rotate_every"] else None)
+    reseal_rows(vault, full)
     return new
 
 
@@ -156,6 +202,7 @@ def rotate(vault, name: str, reason: str = "manual", grace: int | None = None) -
     full = vault.ns.full(name)
     with vault.operation("key.rotate", full) as rec:
         _, row = _find(vault, name)
+        _check_rows(vault, row, vault.store.key_versions(full))
         _require_usable_key(row, name)
         rec.version = _rotate_row(vault, full, row, reason, grace, durations.now())
         rec.extra = {"reason": reason}
@@ -193,6 +240,7 @@ def revoke(vault, name: str, version: int | None, reason: str) -> dict:
             if v["state"] in (V_ACTIVE, V_DECRYPT_ONLY):
                 vault.store.update_key_version(full, v["version"], state=V_REVOKED, revoked=now, revoke_reason=reason)
         vault.store.update_key(full, updated=now)
+        reseal_rows(vault, full)
         rec.extra = {"reason": reason}
         return describe(vault, vault.store.key(full))
 
@@ -203,7 +251,9 @@ def set_enabled(vault, name: str, enabled: bool) -> dict:
         _, row = _find(vault, name)
         if row["state"] in (DESTROYED, DESTROY_SCHEDULED):
             raise StateError(f"key {name!r} is {row['state']}")
+        _check_rows(vault, row, vault.store.key_versions(full))
         vault.store.update_key(full, state=ACTIVE if enabled else DISABLED, updated=durations.now())
+        reseal_rows(vault, full)
         return describe(vault, vault.store.key(full))
 
 
@@ -215,7 +265,9 @@ def destroy(vault, name: str, after: int | None) -> dict:
             raise StateError(f"key {name!r} is already {row['state']}")
         now = durations.now()
         when = now + (DEFAULT_DESTROY_AFTER if after is None else after)
+        _check_rows(vault, row, vault.store.key_versions(full))
         vault.store.update_key(full, state=DESTROY_SCHEDULED, state_before=row["state"], destroy_at=when, updated=now)
+        reseal_rows(vault, full)
         rec.extra = {"destroy_at": durations.rfc3339(when)}
         if when <= now:
             purge_due(vault)
@@ -228,8 +280,10 @@ def cancel_destroy(vault, name: str) -> dict:
         _, row = _find(vault, name)
         if row["state"] != DESTROY_SCHEDULED:
             raise StateError(f"key {name!r} is not scheduled for destruction")
+        _check_rows(vault, row, vault.store.key_versions(full))
         vault.store.update_key(full, state=row["state_before"] or ACTIVE, state_before=None, destroy_at=None,
                                updated=durations.now())
+        reseal_rows(vault, full)
         return describe(vault, vault.store.key(full))
 
 
@@ -244,6 +298,7 @@ def purge_due(vault) -> None:
             (V_DESTROYED, now, row["name"]),
         )
         vault.store.update_key(row["name"], state=DESTROYED, updated=now)
+        reseal_rows(vault, row["name"])
         vault.audit.append("key.destroyed", row["name"], None)
 
 
@@ -257,6 +312,7 @@ def usable_version(vault, full: str, version: int | None, use: str):
     if row is None:
         raise NotFoundError(f"no key named {vault.ns.relative(full)!r}")
     name = vault.ns.relative(full)
+    _check_rows(vault, row, [])
     alg = algorithms.get(row["algorithm"])
     wants = "encrypt" if use in ("encrypt", "decrypt", "rewrap", "datakey") else "sign"
     if alg.purpose != wants:
@@ -267,6 +323,7 @@ def usable_version(vault, full: str, version: int | None, use: str):
     v = vault.store.key_version(full, version)
     if v is None:
         raise NotFoundError(f"key {name!r} has no version {version}")
+    _check_rows(vault, row, [v])  # the key row again is cheap; the version row is new here
     state = version_state(v, durations.now())
     if use in ("encrypt", "sign", "datakey") and state != V_ACTIVE:
         raise StateError(f"key {name!r} has no active version (version {version} is {state})",

@@ -99,6 +99,10 @@ def rotate(vault) -> dict:
             vault.store.update_secret_value(s["name"], s["version"],
                                             vault.seal_secret(s["name"], s["version"], value, s["expires"], keys=new))
             counts["secret_versions"] += 1
+        from kms_cli.vault import keys as key_policy
+
+        for k in vault.store.keys():
+            key_policy.reseal_rows(vault, k["name"], keys=new)
         for slot_id, uri, blob in sealed:
             vault.store.update_slot(slot_id, blob, slot_tag(new.slot, vault.vault_id, slot_id, uri, blob))
         vault.audit.rekey(new.audit)

@@ -25,6 +25,10 @@ Which servers are real:
   protocol (IDENTITY_ENDPOINT + IDENTITY_HEADER), served below by a loopback
   HTTP endpoint that hands out the bearer tokens the Key Vault server accepts.
 
+keyring and pkcs11 are local (D-Bus, a shared library): a 500 or a hanging
+socket does not apply to them; their faults are a frozen Secret Service daemon,
+a stopped D-Bus session, and a PKCS#11 module that cannot reach its token store.
+
 Every server listens on 127.0.0.1, starts once per module and is stopped by
 PID (or, for in-process servers, shut down) at the end.
 """
@@ -40,7 +44,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional
 from urllib.parse import parse_qs, urlsplit
 
@@ -80,7 +84,6 @@ class Src:
     reached: Optional[Callable[[], int]] = None  # unseal requests that reached the server so far
     before_rotate: Optional[Callable[[], None]] = None
     after_rotate: Optional[Callable[[bytes], None]] = None  # gets slot 1's new blob
-    extra: dict = field(default_factory=dict)
 
 
 def use(kms, src: Src) -> None:
@@ -216,7 +219,7 @@ def hsm():
     if reason:
         skip_or_fail(reason)
     saved = os.environ.get("SOFTHSM2_CONF")
-    tokens = softhsm.SoftHsm(labels=("kms-cli-cli", "kms-cli-denied", "kms-cli-fault")).start()
+    tokens = softhsm.SoftHsm(labels=("kms-cli-cli", "kms-cli-fault")).start()
     yield tokens
     tokens.stop()
     if saved is None:  # SoftHsm.start exports its config into this process: put it back
@@ -236,13 +239,11 @@ def src_pkcs11(hsm):
                init_args=("--create-key",), secrets=(softhsm.USER_PIN, softhsm.SO_PIN))
 
 
-AWS_FILES = {"AWS_EC2_METADATA_DISABLED": "true"}
-
-
 def aws_env(url: str, home) -> dict:
+    """moto reached only through AWS_ENDPOINT_URL, dummy keys, no config files, no instance metadata."""
     from tests.servers.moto_server import DUMMY_ENV
 
-    return {"AWS_ENDPOINT_URL": url, **DUMMY_ENV, **AWS_FILES,
+    return {"AWS_ENDPOINT_URL": url, **DUMMY_ENV, "AWS_EC2_METADATA_DISABLED": "true",
             "AWS_CONFIG_FILE": str(home / "no-aws-config"),
             "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-aws-credentials")}
 
@@ -259,10 +260,7 @@ def moto():
 @pytest.fixture(scope="module")
 def src_aws(moto, tmp_path_factory):
     key_id = moto.create_key(alias="alias/kms-cli-cli")
-    src = Src("aws-kms", f"aws-kms://{key_id}", aws_env(moto.url, tmp_path_factory.mktemp("aws")),
-              secrets=("testing",))
-    src.extra["key_id"] = key_id
-    return src
+    return Src("aws-kms", f"aws-kms://{key_id}", aws_env(moto.url, tmp_path_factory.mktemp("aws")))
 
 
 GCP_KEY = "projects/kms-cli-test/locations/global/keyRings/cli/cryptoKeys/root"
@@ -331,12 +329,20 @@ def openbao():
     server.stop()
 
 
+HCV_TOKEN = "kms-cli-lifecycle-token-8d1e"
+HCV_POLICY = """
+path "transit/keys/cli-root" { capabilities = ["read"] }
+path "transit/encrypt/cli-root" { capabilities = ["update"] }
+path "transit/decrypt/cli-root" { capabilities = ["update"] }
+"""
+
+
 @pytest.fixture(scope="module")
 def src_hcvault(openbao):
-    from tests.servers.openbao import ROOT_TOKEN
-
-    openbao.create_key("cli-root")  # created beforehand, as an operator would
     client = openbao.client()
+    openbao.create_key("cli-root")  # created beforehand by an operator, with a least-privilege token for kms-cli
+    client.sys.create_or_update_policy("kms-cli", HCV_POLICY)
+    client.auth.token.create(id=HCV_TOKEN, policies=["kms-cli"], no_default_policy=True, ttl="1h")
 
     def before_rotate():  # a transit key rotated after sealing still unseals; master rotate rewraps
         client.secrets.transit.rotate_key("cli-root", mount_point="transit")
@@ -344,8 +350,8 @@ def src_hcvault(openbao):
     def after_rotate(blob: bytes):
         assert blob.startswith(b"\x01vault:v2:"), blob[:12]
 
-    return Src("hcvault", "hcvault://transit/keys/cli-root", {"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": ROOT_TOKEN},
-               secrets=(ROOT_TOKEN + "-never",), before_rotate=before_rotate, after_rotate=after_rotate)
+    return Src("hcvault", "hcvault://transit/keys/cli-root", {"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": HCV_TOKEN},
+               secrets=(HCV_TOKEN,), before_rotate=before_rotate, after_rotate=after_rotate)
 
 
 FIXTURES = {"keyring": "src_keyring", "pkcs11": "src_pkcs11", "aws-kms": "src_aws", "gcp-kms": "src_gcp",

@@ -111,3 +111,26 @@ def test_secret_ttl_cannot_be_stretched_in_the_file(vault):
     db.commit()
     db.close()
     assert vault("secret", "get", "t").code == 5
+
+
+def test_key_state_cannot_be_edited_in_the_file(vault):
+    vault.ok("key", "create", "k")
+    ct = vault.ok("encrypt", "--key", "k", input=b"x").out
+    vault.ok("key", "revoke", "k", "--reason", "compromised")
+    db = sqlite3.connect(vault.vault)
+    db.execute("UPDATE key_versions SET state='active', revoked=NULL WHERE name='k'")  # un-revoke behind our back
+    db.commit()
+    db.close()
+    r = vault("decrypt", input=ct)
+    assert r.code == 5 and "failed authentication" in r.err
+    assert vault("encrypt", "--key", "k", input=b"x").code == 5
+
+
+def test_disabled_key_cannot_be_enabled_in_the_file(vault):
+    vault.ok("key", "create", "k")
+    vault.ok("key", "disable", "k")
+    db = sqlite3.connect(vault.vault)
+    db.execute("UPDATE keys SET state='active' WHERE name='k'")
+    db.commit()
+    db.close()
+    assert vault("encrypt", "--key", "k", input=b"x").code == 5

@@ -318,7 +318,7 @@ def _unlock_error(failures) -> KmsError:
     if all(isinstance(e, UnavailableError) for e in attempted):
         return UnavailableError(msg)
     hint = None
-    if any(isinstance(e, NotFoundError) for e in attempted):
+    if any(isinstance(e, NotFoundError) and uri.startswith("env:") for _, uri, e in failures):
         hint = "create a master key with `kms-cli master generate`"
     err = UnlockError(msg, hint=hint)
     return err

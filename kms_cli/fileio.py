@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from contextlib import contextmanager
 from typing import BinaryIO, Iterator
@@ -40,6 +41,18 @@ def atomic_output(path: str | None) -> Iterator[BinaryIO]:
         out = sys.stdout.buffer
         yield out
         out.flush()
+        return
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        if stat.S_ISDIR(st.st_mode):
+            raise UsageError(f"{path} is a directory")
+        # A device, FIFO or socket (/dev/null, /dev/stdout, a named pipe): write to it as it is;
+        # a temporary file renamed over it would replace the device itself.
+        with open(path, "wb", buffering=1 << 20) as f:
+            yield f
         return
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):

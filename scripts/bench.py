@@ -89,7 +89,7 @@ def throughput(work: str, env: dict, size_mb: int, reps: int) -> None:
     if ossl:
         print(f"    kms-cli encrypt (aes-256-gcm) / openssl 1 core  {kms['kms-cli encrypt (aes-256-gcm)'] / ossl:.2f}x  (target >= 0.75x)")
         print(f"    kms-cli decrypt (aes-256-gcm) / openssl 1 core  {kms['kms-cli decrypt (aes-256-gcm)'] / ossl:.2f}x  (target >= 0.75x)")
-    peak = max(rss for _, _, rss in rows if _.startswith("kms"))
+    peak = max(rss for name, _, rss in rows if name.startswith("kms"))
     print(f"  kms-cli peak RSS {peak / 1024:.1f} MiB (target < 64 MiB at any size)")
     os.unlink(plain)
 

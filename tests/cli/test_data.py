@@ -140,3 +140,24 @@ def test_rewrap_is_header_only(keyed, tmp_path):
     re_armored = keyed.ok("rewrap", input=armored).out
     assert re_armored.startswith(b"-----BEGIN KMS-CLI")
     assert keyed.ok("decrypt", input=re_armored).out == b"a"
+
+
+def test_output_to_a_device_or_fifo_writes_through(keyed, tmp_path):
+    """-o /dev/null must write to the device, never rename a temporary file over it."""
+    import stat as stat_mod
+
+    ct = keyed.ok("encrypt", "--key", "k", "-o", "/dev/null", input=b"x" * 1000)
+    assert ct.out == b""
+    keyed.ok("decrypt", "-o", "/dev/null", input=keyed.ok("encrypt", "--key", "k", input=b"y").out)
+    assert stat_mod.S_ISCHR(os.stat("/dev/null").st_mode)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    import threading
+
+    got = []
+    reader = threading.Thread(target=lambda: got.append(open(fifo, "rb").read()))
+    reader.start()
+    keyed.ok("decrypt", "-o", str(fifo), input=keyed.ok("encrypt", "--key", "k", input=b"through a fifo").out)
+    reader.join(10)
+    assert got == [b"through a fifo"] and stat_mod.S_ISFIFO(os.stat(fifo).st_mode)
+    assert keyed("decrypt", "-o", str(tmp_path), input=b"x").code in (2, 5)

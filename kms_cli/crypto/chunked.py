@@ -46,7 +46,7 @@ import io
 import mmap
 import os
 import sys
-import threading
+import _thread
 from collections import deque
 
 from cryptography.exceptions import InvalidTag
@@ -419,7 +419,7 @@ class _Slot(_Views):
 # threaded run is in progress the interpreter's switch interval is lowered (and
 # restored afterwards), which lets the AEAD calls of all workers overlap.
 _SWITCH_INTERVAL = 100e-6
-_switch_lock = threading.Lock()
+_switch_lock = _thread.allocate_lock()  # _thread, not threading: cheaper to import on the hot path
 _switch_users = 0
 _switch_saved: float | None = None
 _switch_ours: float | None = None

@@ -8,7 +8,7 @@ id as associated data (or encryption context) wherever its service allows.
 from __future__ import annotations
 
 import json
-from typing import Callable, Optional, Protocol
+from typing import Callable, Optional
 
 
 class SourceOptions:
@@ -39,8 +39,10 @@ def encode_context(context: dict[str, str]) -> bytes:
     return json.dumps(context, sort_keys=True, separators=(",", ":")).encode()
 
 
-class MasterKeySource(Protocol):
-    """A master key source. Implementations live one per module in this package.
+class MasterKeySource:
+    """The interface of a master key source (documentation: implementations do not inherit it).
+
+    Implementations live one per module in this package.
 
     Attributes:
       scheme: the URI scheme it serves (`env`, `passphrase`, `aws-kms`, ...).

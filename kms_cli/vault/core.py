@@ -7,6 +7,7 @@ HKDF-SHA-256 (salt = vault id) derives one subkey per purpose; no key serves two
 from __future__ import annotations
 
 import json
+import os
 import struct
 from contextlib import contextmanager
 from typing import Iterator
@@ -15,7 +16,7 @@ from kms_cli import actor, durations
 from kms_cli.audit import AuditLog, result_of
 from kms_cli.crypto import wrap
 from kms_cli.crypto.primitives import equal, hkdf_sha256, hmac_sha256, random_bytes
-from kms_cli.errors import IntegrityError, KmsError, NotFoundError, UnavailableError, UnlockError
+from kms_cli.errors import AlreadyExistsError, IntegrityError, KmsError, NotFoundError, UnavailableError, UnlockError
 from kms_cli.names import Namespace
 from kms_cli.providers import from_uri, scheme_of
 from kms_cli.providers.base import SourceOptions
@@ -106,6 +107,8 @@ class Vault:
     # -- creation and unlocking --------------------------------------------
     @classmethod
     def create(cls, options: Options, source_uri: str, *, force: bool = False) -> "Vault":
+        if os.path.exists(options.path) and not force:  # before any provider call (or key creation)
+            raise AlreadyExistsError(f"a vault already exists at {options.path}", hint="pass --force to replace it")
         source = from_uri(source_uri, options.source)  # validate before touching the file
         vault_id = random_bytes(16)
         root = random_bytes(32)
@@ -163,9 +166,10 @@ class Vault:
                 continue
             vault = cls(store, vault_id, root, options, slot_id=slot["id"])
             vault._slot_last_used = slot["last_used"]
-            from kms_cli.vault.backup import cleanup_after_restore
+            if _restore_leftovers(options.path):  # a restore keeps the old vault until a successful unlock
+                from kms_cli.vault.backup import cleanup_after_restore
 
-            cleanup_after_restore(options.path)  # the .bak a restore kept lives until a successful unlock
+                cleanup_after_restore(options.path)
             return vault
         _record_unlock_failure(store, failures)
         raise _unlock_error(failures)
@@ -273,6 +277,14 @@ class Vault:
 
     def close(self) -> None:
         self.store.close()
+
+
+def _restore_leftovers(path: str) -> bool:
+    prefix = os.path.basename(path) + ".bak-"
+    try:
+        return any(n.startswith(prefix) for n in os.listdir(os.path.dirname(os.path.abspath(path)) or "."))
+    except OSError:
+        return False
 
 
 def _expiry(expires: float | None) -> str:

@@ -8,8 +8,8 @@ from kms_cli.vault.core import PURPOSES, Subkeys, bind, slot_tag
 def test_one_distinct_subkey_per_purpose():
     root, vid = os.urandom(32), os.urandom(16)
     k = Subkeys.derive(root, vid)
-    keys = [k.material, k.secret, k.audit, k.slot]
-    assert len(PURPOSES) == 4 and len(set(keys)) == 4 and all(len(x) == 32 for x in keys)
+    keys = [k.material, k.secret, k.audit, k.slot, k.row]
+    assert len(PURPOSES) == 5 and len(set(keys)) == 5 and all(len(x) == 32 for x in keys)
     assert root not in keys
     assert Subkeys.derive(root, vid).material == k.material
     assert Subkeys.derive(root, os.urandom(16)).material != k.material  # salted by the vault id

@@ -27,12 +27,21 @@ Performance: the streaming functions read `src` in blocks of about 1 MiB with
 `readinto` into reused buffers, seal or open the chunks of each block with
 `encrypt_into` / `decrypt_into` straight into reused output buffers (no per-chunk
 allocation besides the 12-byte nonce), and write blocks strictly in order. With
-more than one thread, blocks are handed to a small pool of worker threads (the
-AEAD calls release the GIL) with a bounded number of blocks in flight, so memory
-stays constant whatever the input size (about 2 MiB per block in flight, two
-blocks per thread). Inputs of at most one block are always processed inline,
-without starting a thread. Decryption writes a chunk only once it has authenticated, and
-stops at the first failure having written exactly the authenticated prefix.
+more than one worker (`threads`, default `default_threads()`), a large stream is
+processed in parallel with a bounded number of blocks in flight (two per worker), so
+memory stays constant whatever the input size (about 2 MiB per block in flight):
+
+- on POSIX, in a single-threaded process, the first `_FORK_AFTER_BLOCKS` blocks are
+  processed inline and the rest by forked worker processes working on shared block
+  buffers (see `_Workers`): worker threads would serialise on the GIL hand-off that
+  every 16 KiB AEAD call needs, and end up no faster than one thread;
+- elsewhere (no fork, or other threads running, where forking is unsafe), blocks after
+  the first go to a small pool of worker threads (the AEAD calls release the GIL).
+
+Inputs of at most one block are always processed inline, and streams of at most
+`_FORK_AFTER_BLOCKS` blocks never fork. Decryption writes a chunk only once it has
+authenticated, and stops at the first failure having written exactly the
+authenticated prefix.
 
 Errors: anything wrong with a ciphertext (or a wrong key / key size at
 decryption time) raises `IntegrityError` with a short message; `ValueError` is
@@ -42,9 +51,12 @@ only raised at encryption time for programming errors (bad key or salt size).
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import mmap
 import os
+import signal
+import struct
 import sys
 import _thread
 from collections import deque
@@ -102,9 +114,14 @@ _AGE_MAX_CHUNKS = 1 << 88  # 11-byte counter
 # Streaming geometry: chunks per block (one block = one worker task), ~1 MiB of plaintext.
 _COB_BLOCK_CHUNKS = 64
 _AGE_BLOCK_CHUNKS = 16
-# Blocks in flight per worker thread (bounds memory: about 2 MiB per block in flight).
+# Blocks in flight per worker (bounds memory: about 2 MiB per block in flight).
 _DEPTH_PER_THREAD = 2
 _MAX_THREADS = 4
+# Worker processes: used on POSIX (os.fork) by a single-threaded caller once a stream has
+# proven large, i.e. after this many blocks were processed inline. Small inputs never fork.
+_USE_PROCESSES = True
+_FORK_AFTER_BLOCKS = 8
+_MAX_PROCESSES = 16
 
 _ERR_TRUNCATED = "ciphertext is truncated"
 _ERR_COMMITMENT = "key commitment mismatch: wrong key or context"
@@ -445,6 +462,183 @@ def _fast_gil_handoff():
                 sys.setswitchinterval(_switch_saved)
 
 
+# --------------------------------------------------------------------------
+# Worker processes. With the GIL, worker threads are no faster than one thread on small
+# machines (one GIL hand-off per 16 KiB AEAD call), so large streams are processed by
+# forked workers instead. The block buffers are anonymous MAP_SHARED mappings created
+# before the fork, so the parent and the workers see the same memory: the parent reads a
+# block into a slot, sends (slot, n, first, at_eof) to a worker through a pipe, the worker
+# runs the same block function on the slot (the AEAD state is inherited through fork, never
+# serialised) and answers (slot, output length, error). Each worker has its own pair of
+# pipes, whose worker-side ends only that worker holds: a worker that dies is seen by the
+# parent as end of file on its result pipe, and workers see end of file on their command
+# pipe (and exit) when the parent closes it or dies.
+
+_CMD = struct.Struct("<IQQB")  # slot index, n, first chunk, at_eof
+_RES = struct.Struct("<IQBI")  # slot index, output length, kind (0 ok, 1 error message, 2 exception), payload size
+
+
+class WorkerError(RuntimeError):
+    """A chunked-encryption worker process ended unexpectedly."""
+
+
+def _fork_usable() -> bool:
+    """Whether forking workers is safe here: POSIX with os.fork, and a single-threaded process."""
+    if not _USE_PROCESSES or os.name != "posix" or not hasattr(os, "fork"):
+        return False
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:  # pragma: no cover - no /proc (not Linux)
+        threading = sys.modules.get("threading")
+        return threading is None or threading.active_count() == 1
+
+
+def _read_fd(fd: int, size: int) -> bytes | None:
+    """Exactly `size` bytes from `fd`, or None at end of file before any byte."""
+    data = os.read(fd, size)
+    if not data:
+        return None
+    while len(data) < size:
+        more = os.read(fd, size - len(data))
+        if not more:
+            raise EOFError("short message")
+        data += more
+    return data
+
+
+def _write_fd(fd: int, data: bytes) -> None:
+    mv = memoryview(data)
+    while len(mv):
+        mv = mv[os.write(fd, mv) :]
+
+
+def _worker_loop(work, state, slots: list, cmd_r: int, res_w: int) -> int:
+    import pickle
+
+    while True:
+        msg = _read_fd(cmd_r, _CMD.size)
+        if msg is None:
+            return 0
+        idx, n, first, at_eof = _CMD.unpack(msg)
+        try:
+            out_len, err = work(state, slots[idx], n, first, bool(at_eof))
+            kind, payload = (0, b"") if err is None else (1, err.encode())
+        except Exception as exc:  # re-raised by the parent
+            out_len, kind = 0, 2
+            try:
+                payload = pickle.dumps(exc)
+                pickle.loads(payload)
+            except Exception:
+                payload = pickle.dumps(RuntimeError(repr(exc)))
+        _write_fd(res_w, _RES.pack(idx, out_len, kind, len(payload)) + payload)
+
+
+class _Workers:
+    """Forked worker processes sharing `slots`; see above."""
+
+    def __init__(self, count: int, work, state, slots: list):
+        self.pids: list[int] = []
+        self.cmd: list[int] = []  # parent's write ends
+        self.res: list[int] = []  # parent's read ends
+        try:
+            for _ in range(count):
+                self._start(work, state, slots)
+        except BaseException:
+            self.close(kill=True)
+            raise
+
+    def _start(self, work, state, slots: list) -> None:
+        cmd_r, cmd_w = os.pipe()
+        try:
+            res_r, res_w = os.pipe()
+        except BaseException:
+            os.close(cmd_r)
+            os.close(cmd_w)
+            raise
+        try:
+            pid = os.fork()
+        except BaseException:
+            for fd in (cmd_r, cmd_w, res_r, res_w):
+                os.close(fd)
+            raise
+        if pid == 0:  # worker: never return into the caller's stack, never run atexit or flush stdio
+            code = 1
+            try:
+                # No cyclic GC: it could finalise inherited garbage (e.g. flush a lost file buffer).
+                gc.disable()
+                with contextlib.suppress(ValueError, OSError):
+                    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C
+                for fd in self.cmd + self.res + [cmd_w, res_r]:
+                    os.close(fd)
+                code = _worker_loop(work, state, slots, cmd_r, res_w)
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(cmd_r)
+        os.close(res_w)
+        self.pids.append(pid)
+        self.cmd.append(cmd_w)
+        self.res.append(res_r)
+
+    def _died(self, w: int) -> WorkerError:
+        return WorkerError(f"chunked encryption worker process {self.pids[w]} exited unexpectedly")
+
+    def submit(self, w: int, idx: int, n: int, first: int, at_eof: bool) -> None:
+        try:
+            _write_fd(self.cmd[w], _CMD.pack(idx, n, first, 1 if at_eof else 0))
+        except BrokenPipeError:
+            raise self._died(w) from None
+
+    def result(self, w: int, expected: int):
+        """(output length, error message or None) for worker w's oldest block, in slot `expected`."""
+        try:
+            head = _read_fd(self.res[w], _RES.size)
+            if head is None:
+                raise self._died(w)
+            idx, out_len, kind, size = _RES.unpack(head)
+            payload = _read_fd(self.res[w], size) if size else b""
+        except EOFError:
+            raise self._died(w) from None
+        if idx != expected:  # pragma: no cover - protocol bug
+            raise RuntimeError("chunked: worker answered for the wrong block")
+        if kind == 2:
+            import pickle
+
+            raise pickle.loads(payload)
+        return out_len, (payload.decode() if kind == 1 else None)
+
+    def close(self, kill: bool) -> None:
+        """Stop and reap all workers (kill: do not let them finish their current block)."""
+        for fd in self.cmd:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.cmd = []
+        if kill:
+            for pid in self.pids:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+        for fd in self.res:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.res = []
+        interrupted = None
+        while self.pids:
+            try:
+                os.waitpid(self.pids[0], 0)
+            except ChildProcessError:
+                pass
+            except KeyboardInterrupt as exc:  # still reap everyone, then re-raise
+                interrupted = exc
+                for pid in self.pids:
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+                continue
+            self.pids.pop(0)
+        if interrupted is not None:
+            raise interrupted
+
+
 def _pump(src, dst, work, state, in_chunk: int, out_chunk: int, chunks: int, threads: int | None) -> int:
     """Read `src` block by block, run work(state, views, n, first, at_eof) on each, write in order.
 
@@ -455,11 +649,22 @@ def _pump(src, dst, work, state, in_chunk: int, out_chunk: int, chunks: int, thr
     """
     block = in_chunk * chunks
     free: list[_Slot] = []
+    slots: list[_Slot] = []  # every slot made, in order: its index is its name for the workers
     in_offset = (_position(src) + _PHASE) % _PAGE
     out_offset = (_position(dst) - _PHASE) % _PAGE
+    forked = False
+
+    def new_slot() -> _Slot:
+        slot = _Slot(in_chunk, out_chunk, chunks, in_offset, out_offset)
+        slots.append(slot)
+        return slot
 
     def acquire() -> _Slot:
-        return free.pop() if free else _Slot(in_chunk, out_chunk, chunks, in_offset, out_offset)
+        if free:
+            return free.pop()
+        if forked:  # pragma: no cover - the slots are counted before forking
+            raise RuntimeError("chunked: no free block buffer")
+        return new_slot()
 
     def blocks():
         slot = acquire()
@@ -494,17 +699,58 @@ def _pump(src, dst, work, state, in_chunk: int, out_chunk: int, chunks: int, thr
     slot, n, at_eof = next(gen)
     if not at_eof:
         threads = default_threads() if threads is None else max(1, int(threads))
-    if at_eof or threads <= 1:
-        # Inline: small inputs never start a thread.
-        while True:
-            emit(slot, work(state, slot, n, first, at_eof))
-            if at_eof:
-                return written
-            first += chunks
-            slot, n, at_eof = next(gen)
+    use_processes = not at_eof and threads > 1 and _fork_usable()
+    # Inline: small inputs never start a thread, nor fork.
+    inline_blocks = _FORK_AFTER_BLOCKS if use_processes else 1
+    done = 0
+    while at_eof or threads <= 1 or done < inline_blocks:
+        emit(slot, work(state, slot, n, first, at_eof))
+        if at_eof:
+            return written
+        first += chunks
+        done += 1
+        slot, n, at_eof = next(gen)
+
+    if use_processes and _fork_usable():
+        nworkers = min(threads, _MAX_PROCESSES)
+        depth = nworkers * _DEPTH_PER_THREAD
+        # Every buffer the workers will see must exist before the fork: the most ever in use
+        # is `depth` blocks in flight, plus the one being read ahead.
+        while len(slots) < depth + 2:
+            free.append(new_slot())
+        index = {id(s): i for i, s in enumerate(slots)}
+        try:
+            workers = _Workers(nworkers, work, state, slots)
+        except OSError:  # pragma: no cover - fork failed (e.g. process limit): use threads
+            workers = None
+        if workers is not None:
+            forked = True
+            pending: deque = deque()
+            ok = False
+            try:
+                seq = 0
+                while True:
+                    w = seq % nworkers
+                    seq += 1
+                    workers.submit(w, index[id(slot)], n, first, at_eof)
+                    pending.append((slot, w))
+                    if at_eof:
+                        break
+                    first += chunks
+                    while len(pending) >= depth:
+                        done_slot, w = pending.popleft()
+                        emit(done_slot, workers.result(w, index[id(done_slot)]))
+                    slot, n, at_eof = next(gen)
+                while pending:
+                    done_slot, w = pending.popleft()
+                    emit(done_slot, workers.result(w, index[id(done_slot)]))
+                ok = True
+            finally:
+                workers.close(kill=not ok)
+            return written
 
     depth = threads * _DEPTH_PER_THREAD
-    pending: deque = deque()
+    pending = deque()
     with _fast_gil_handoff():
         from concurrent.futures import ThreadPoolExecutor  # only when threads run: it costs start-up time
 

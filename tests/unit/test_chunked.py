@@ -593,3 +593,196 @@ def test_we_decrypt_the_age_binary_payload(tmp_path, age_identity):
         out = io.BytesIO()
         assert chunked.age_decrypt_stream(file_key, src, out, threads=2) == size
         assert out.getvalue() == pt
+
+
+# --------------------------------------------------------------------------
+# Worker processes (large streams on POSIX).
+
+needs_fork = pytest.mark.skipif(not chunked._fork_usable(), reason="needs os.fork in a single-threaded process")
+BIG = 40 * 2**20 + 12345  # ~40 blocks
+
+
+def _children() -> list[int]:
+    """Pids of this process's children (zombies included), from /proc."""
+    me, kids = os.getpid(), []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(b")") + 2 :].split()[1]) == me:
+            kids.append(int(entry))
+    return kids
+
+
+@pytest.fixture
+def forks(monkeypatch):
+    """Fork after 2 inline blocks; yields the list of fork() results seen by the parent."""
+    if not os.path.isdir("/proc/self/task"):
+        pytest.skip("needs /proc")
+    if not chunked._fork_usable():
+        # Session fixtures of other test modules (local servers) run threads in this process, so
+        # kms-cli rightly refuses to fork here: test_process_path_in_a_clean_interpreter reruns these.
+        pytest.skip("other threads run in this test process; rerun in a clean interpreter")
+    before = set(_children())  # session fixtures may keep servers as children
+    monkeypatch.setattr(chunked, "_FORK_AFTER_BLOCKS", 2)
+    seen = []
+    real_fork = os.fork
+
+    def counting_fork():
+        pid = real_fork()
+        if pid:
+            seen.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", counting_fork)
+    yield seen
+    assert set(_children()) - before == set()
+    for pid in seen:  # every worker was reaped
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+@needs_fork
+def test_processes_round_trip_and_match_inline(forks):
+    pt = message(BIG, 7)
+    expected = enc(pt, threads=1)
+    assert forks == []
+    assert enc(pt, threads=2) == expected
+    assert len(forks) == 2
+    assert _children() == []
+    assert enc(pt, threads=3) == expected
+    assert len(forks) == 5
+    assert dec(expected, threads=2) == pt
+    assert len(forks) == 7
+    assert expected[:56] + expected[-200:] == reference_seal(pt)[:56] + reference_seal(pt)[-200:]
+
+
+@needs_fork
+def test_processes_round_trip_at_block_boundaries(forks):
+    for size in (3 * BLOCK, 3 * BLOCK + 1, 9 * BLOCK - 1, 9 * BLOCK):
+        pt = message(size, size)
+        ct = reference_seal(pt)
+        assert enc(pt, threads=2) == ct
+        assert dec(ct, threads=2) == pt
+    assert forks
+
+
+@needs_fork
+def test_processes_tamper_writes_exactly_the_authenticated_prefix(forks):
+    pt = message(BIG, 3)
+    ct = enc(pt, threads=1)
+    nchunks = BIG // C + 1
+    for bad_chunk, threads in ((2 * 64 + 1, 2), (2000, 4), (nchunks - 2, 2), (nchunks - 1, 3)):
+        bad = bytearray(ct)
+        bad[56 + bad_chunk * CT + 3] ^= 0x80
+        out = io.BytesIO()
+        with pytest.raises(IntegrityError, match=f"^chunk {bad_chunk} failed authentication$"):
+            chunked.decrypt_stream(KEY, CTX, io.BytesIO(bytes(bad)), out, threads=threads)
+        assert out.getvalue() == pt[: bad_chunk * C]
+        assert _children() == []
+    assert forks
+
+
+@needs_fork
+def test_processes_truncation_and_trailing_data(forks):
+    pt = message(BIG - 12345 + C - 1, 5)  # ends with a 16383-byte final chunk
+    ct = enc(pt, threads=1)
+    last_full = 56 + (len(pt) // C) * CT  # the final chunk starts here
+    for cut in (ct[:-1], ct[: len(ct) - 17], ct[:last_full], ct[: last_full - CT], ct[:last_full + 15]):
+        out = io.BytesIO()
+        with pytest.raises(IntegrityError):
+            chunked.decrypt_stream(KEY, CTX, io.BytesIO(cut), out, threads=2)
+        assert pt.startswith(out.getvalue()) and len(out.getvalue()) % C == 0
+    for extra in (b"\0", bytes(CT)):
+        out = io.BytesIO()
+        with pytest.raises(IntegrityError):
+            chunked.decrypt_stream(KEY, CTX, io.BytesIO(ct + extra), out, threads=2)
+        assert pt.startswith(out.getvalue())
+    assert forks
+
+
+@needs_fork
+def test_processes_age_round_trip_and_tamper(forks):
+    pt = message(20 * 2**20 + 3, 9)
+    ct = age_enc(pt, threads=1)
+    assert age_enc(pt, threads=2) == ct
+    assert age_dec(ct, threads=2) == pt
+    bad = bytearray(ct)
+    bad[16 + 250 * (65536 + 16) + 1] ^= 1
+    out = io.BytesIO()
+    with pytest.raises(IntegrityError, match="^chunk 250 failed authentication$"):
+        chunked.age_decrypt_stream(FILE_KEY, io.BytesIO(bytes(bad)), out, threads=2)
+    assert out.getvalue() == pt[: 250 * 65536]
+    assert forks
+
+
+@needs_fork
+def test_processes_propagate_worker_exceptions(forks, monkeypatch):
+    monkeypatch.setattr(chunked, "MAX_CHUNKS", 64 * 5 + 10)
+    with pytest.raises(ValueError, match="too long"):
+        enc(message(10 * BLOCK), threads=2)
+    assert forks
+
+
+@needs_fork
+def test_processes_dead_worker_raises_instead_of_hanging(forks, monkeypatch):
+    parent = os.getpid()
+    real = chunked._cob_seal_block
+
+    def dying(st, v, n, first, at_eof):
+        if os.getpid() != parent and first >= 6 * 64:
+            os._exit(3)
+        return real(st, v, n, first, at_eof)
+
+    monkeypatch.setattr(chunked, "_cob_seal_block", dying)
+    out = io.BytesIO()
+    with pytest.raises(chunked.WorkerError):
+        chunked.encrypt_stream(KEY, CTX, io.BytesIO(message(BIG)), out, salt=SALT, threads=2)
+    assert forks
+    assert len(out.getvalue()) <= 56 + 6 * 64 * CT
+
+
+def test_small_streams_never_fork(monkeypatch):
+    def boom():
+        raise AssertionError("forked")
+
+    monkeypatch.setattr(os, "fork", boom)
+    pt = message(chunked._FORK_AFTER_BLOCKS * BLOCK)  # the last block is found at end of file: inline
+    assert dec(enc(pt, threads=4), threads=4) == pt
+    a = io.BytesIO()
+    chunked.age_encrypt_stream(bytes(16), io.BytesIO(message(8 * 2**20)), a, threads=4)
+    chunked.age_decrypt_stream(bytes(16), io.BytesIO(a.getvalue()), io.BytesIO(), threads=4)
+
+
+def test_multithreaded_callers_use_threads_not_fork(monkeypatch):
+    def boom():
+        raise AssertionError("forked")
+
+    monkeypatch.setattr(os, "fork", boom)
+    monkeypatch.setattr(chunked, "_FORK_AFTER_BLOCKS", 1)
+    pt = message(6 * BLOCK + 1)
+    ev = threading.Event()
+    t = threading.Thread(target=ev.wait)
+    t.start()
+    try:
+        assert dec(enc(pt, threads=2), threads=2) == pt
+    finally:
+        ev.set()
+        t.join()
+
+
+def test_process_path_in_a_clean_interpreter():
+    """When this test process runs other threads (so the fork tests above skip), run them in a fresh one."""
+    if chunked._fork_usable():
+        pytest.skip("the process-path tests ran directly in this process")
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "processes"],
+                       capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    assert " passed" in p.stdout and " skipped" not in p.stdout.splitlines()[-1]

@@ -243,10 +243,6 @@ class Store:
     def slots(self) -> list[sqlite3.Row]:
         return self.all("SELECT * FROM slots ORDER BY id")
 
-    def add_slot(self, uri: str, blob: bytes, tag: bytes, created: float) -> int:
-        cur = self.run("INSERT INTO slots (uri, blob, tag, created) VALUES (?, ?, ?, ?)", (uri, blob, tag, created))
-        return cur.lastrowid
-
     def next_slot_id(self) -> int:
         return (self.one("SELECT COALESCE(MAX(id), 0) FROM slots")[0] or 0) + 1
 

@@ -10,14 +10,19 @@ import inspect
 import sys
 from typing import List, Optional
 
-import click
 import typer
+
+try:  # recent Typer vendors its own copy of click: its exceptions and contexts are the ones raised here
+    from typer import _click as click
+except ImportError:  # pragma: no cover - Typer versions that use the click package
+    import click
 
 from kms_cli import __version__
 from kms_cli.cli import spec
 from kms_cli.errors import UsageError
 
 GLOBAL_PANEL = "Global options"
+_ABORT = getattr(click.exceptions, "Abort", ())
 
 
 def _option(o: spec.Opt, panel: str | None = None):
@@ -56,7 +61,7 @@ def _command_function(cmd: spec.Cmd):
     def command(**kwargs):
         from kms_cli.cli.entry import dispatch
 
-        globals_ = dict(click.get_current_context().find_root().obj or {})
+        globals_ = dict(click.globals.get_current_context().find_root().obj or {})
         params_ = {}
         for k, v in kwargs.items():
             if k.startswith("g_"):
@@ -137,12 +142,12 @@ def run_typer(argv: list[str]) -> int:
     command = click_command()
     try:
         rv = command.main(args=argv, prog_name="kms-cli", standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as exc:  # pragma: no cover - click >= 8.2
+    except click.exceptions.NoArgsIsHelpError as exc:  # click >= 8.2: `kms-cli` alone prints help
         sys.stdout.write(exc.ctx.get_help() + "\n")
         return 0
-    except click.UsageError as exc:
+    except click.exceptions.UsageError as exc:
         raise UsageError(exc.format_message().splitlines()[0].rstrip(".").lower() if exc.message else "usage error",
                          hint="see `kms-cli --help`") from None
-    except click.exceptions.Abort:
+    except _ABORT:  # Ctrl-C at a prompt, in click versions that have Abort
         raise KeyboardInterrupt from None
     return rv if isinstance(rv, int) else 0

@@ -50,3 +50,12 @@ def test_config_file(kms, tmp_path):
     assert kms.ok("--namespace", "", "secret", "get", "cfg/x", env=env).out == b"1"
     cfg.write_text("bogus = 1\n")
     assert kms("key", "list", env=env).code == 2
+
+
+def test_help_paths_never_crash(kms):
+    r = kms()
+    assert r.code == 0 and "Usage" in r.text
+    r = kms("secret", "get", "--bogus", "--help")
+    assert r.code in (0, 2) and "internal error" not in r.err
+    r = kms("key", "list", "--help")
+    assert r.code == 0 and "key list" in r.text

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 
 _MASK = "***"
 
@@ -63,7 +62,9 @@ class SecretValue:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SecretValue):
             return NotImplemented
-        return hmac.compare_digest(self._value, other._value)
+        from kms_cli.crypto.primitives import equal  # constant time, without importing hashlib
+
+        return equal(self._value, other._value)
 
     def __ne__(self, other: object) -> bool:
         result = self.__eq__(other)

@@ -37,7 +37,7 @@ class Ctx:
         s = self.settings
         return SourceOptions(
             passphrase_file=s.passphrase_file,
-            prompt=self._prompt if sys.stdin.isatty() else None,
+            prompt=self.prompt if sys.stdin.isatty() else None,
             create_key=create_key,
             timeout=s.timeout,
             retries=s.retries,
@@ -66,14 +66,15 @@ class Ctx:
         finally:
             v.close()
 
-    def _prompt(self, label: str, confirm: bool) -> str:
+    def prompt(self, label: str, confirm: bool) -> str:
+        """A hidden TTY prompt (asked twice when `confirm`)."""
         import getpass
 
         first = getpass.getpass(f"{label}: ")
         if confirm:
             again = getpass.getpass(f"{label} (again): ")
             if again != first:
-                raise UsageError("the passphrases do not match")
+                raise UsageError(f"the {label}s do not match")
         return first
 
     # -- output --------------------------------------------------------------

@@ -15,12 +15,7 @@ def _read_value(ctx, from_file: str | None) -> bytes:
     if from_file:
         return fileio.read_input(from_file)
     if sys.stdin.isatty():
-        import getpass
-
-        first = getpass.getpass("value: ")
-        if getpass.getpass("value (again): ") != first:
-            raise UsageError("the values do not match")
-        return first.encode()
+        return ctx.prompt("value", True).encode()
     return sys.stdin.buffer.read()
 
 

@@ -103,17 +103,22 @@ def _open_payload(header, dek: bytes, context_pairs, src, dst) -> None:
         chunked.age_decrypt_stream(okm[:32], src, dst)
 
 
+def _encrypt_with(vault, full: str, v, alg, context_pairs, src, dst) -> None:
+    """Header and payload under key version `v`: a fresh data key, wrapped by that version."""
+    material = vault.open_material(full, v["version"], alg.name, v["material"])
+    dek = random_bytes(32)
+    header = envelope.Header(suite=_suite_for(alg.name), vault_id=vault.vault_id, name=full, version=v["version"])
+    header.wrap = _wrap_dek(vault, alg, material, dek, header, _public_of(vault, full, v, alg))
+    dst.write(header.to_bytes())
+    _seal_payload(header, dek, context_pairs, src, dst)
+
+
 def encrypt(vault, name: str, context_pairs, src, dst) -> dict:
     full = vault.ns.full(name)
     with vault.operation("encrypt", full, write=False) as rec:
         row, v, alg = keys.usable_version(vault, full, None, "encrypt")
         rec.version = v["version"]
-        material = vault.open_material(full, v["version"], alg.name, v["material"])
-        dek = random_bytes(32)
-        header = envelope.Header(suite=_suite_for(alg.name), vault_id=vault.vault_id, name=full, version=v["version"])
-        header.wrap = _wrap_dek(vault, alg, material, dek, header, _public_of(vault, full, v, alg))
-        dst.write(header.to_bytes())
-        _seal_payload(header, dek, context_pairs, src, dst)
+        _encrypt_with(vault, full, v, alg, context_pairs, src, dst)
         return {"key": name, "version": v["version"]}
 
 
@@ -201,14 +206,9 @@ def datakey(vault, name: str) -> dict:
     with vault.operation("datakey", full, write=False) as rec:
         row, v, alg = keys.usable_version(vault, full, None, "datakey")
         rec.version = v["version"]
-        material = vault.open_material(full, v["version"], alg.name, v["material"])
         plaintext = random_bytes(32)
-        dek = random_bytes(32)
-        header = envelope.Header(suite=_suite_for(alg.name), vault_id=vault.vault_id, name=full, version=v["version"])
-        header.wrap = _wrap_dek(vault, alg, material, dek, header, _public_of(vault, full, v, alg))
         out = io.BytesIO()
-        out.write(header.to_bytes())
-        _seal_payload(header, dek, [], io.BytesIO(plaintext), out)
+        _encrypt_with(vault, full, v, alg, [], io.BytesIO(plaintext), out)
         return {
             "plaintext": base64.b64encode(plaintext).decode(),
             "ciphertext": base64.b64encode(out.getvalue()).decode(),

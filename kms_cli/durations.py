@@ -7,21 +7,22 @@ import time
 
 from kms_cli.errors import UsageError
 
-_ISO = re.compile(
+_ISO_PATTERN = (
     r"P(?:(?P<y>\d+)Y)?(?:(?P<mo>\d+)M)?(?:(?P<w>\d+)W)?(?:(?P<d>\d+)D)?"
     r"(?:T(?:(?P<h>\d+)H)?(?:(?P<mi>\d+)M)?(?:(?P<s>\d+)S)?)?\Z"
 )
-_SHORT = re.compile(r"(?P<n>\d+)(?P<u>[smhdwy])\Z")
+_SHORT_PATTERN = r"(?P<n>\d+)(?P<u>[smhdwy])\Z"
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 
 
 def parse_duration(text: str) -> int:
     """Seconds in a duration; a year is 365 days and a month 30 days."""
     t = text.strip()
-    m = _SHORT.match(t)
+    # re's own cache compiles each pattern once; compiling at import would cost every command.
+    m = re.match(_SHORT_PATTERN, t)
     if m:
         return int(m["n"]) * _UNIT[m["u"]]
-    m = _ISO.match(t.upper())
+    m = re.match(_ISO_PATTERN, t.upper())
     if m and t.upper() not in ("P", "PT") and not t.upper().endswith("T"):
         g = {k: int(v) if v else 0 for k, v in m.groupdict().items()}
         return (

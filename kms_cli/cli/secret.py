@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import sys
 
 from kms_cli import fileio
@@ -42,6 +41,8 @@ def get(ctx, name, version, op: str = "secret.get") -> int:
         try:
             doc["value"] = raw.decode("utf-8")
         except UnicodeDecodeError:
+            import base64
+
             doc["value_b64"] = base64.b64encode(raw).decode()
         ctx.emit_json(doc)
     else:

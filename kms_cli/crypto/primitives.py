@@ -7,6 +7,36 @@ import os
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
+try:
+    # Constant-time comparison: the C function behind hmac.compare_digest when hashlib is absent
+    # (and what cryptography's constant_time.bytes_eq ends up calling). Importing `hmac` instead
+    # loads _hashlib, a second copy of OpenSSL, for nothing: about 8 ms of every cold start here.
+    from _operator import _compare_digest as _constant_time_eq
+except ImportError:  # pragma: no cover - other Pythons
+    from hmac import compare_digest as _constant_time_eq
+
+
+def _aead_classes():
+    """cryptography's AESGCM and ChaCha20Poly1305 classes, without importing its `ciphers` package.
+
+    The public module `cryptography.hazmat.primitives.ciphers.aead` only re-exports these
+    classes from cryptography's compiled core, but importing it first runs the `ciphers`
+    package (modes, algorithms, the decrepit ciphers): about 7 ms of a 70 ms cold start.
+    The core's classes are the very same objects (tests/unit/test_primitives.py checks it);
+    should a release move them, the public module is used.
+    """
+    try:
+        from cryptography.hazmat.bindings._rust import openssl as core
+
+        return core.aead.AESGCM, core.aead.ChaCha20Poly1305
+    except (ImportError, AttributeError):  # pragma: no cover - another cryptography layout
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+
+        return AESGCM, ChaCha20Poly1305
+
+
+AESGCM, ChaCha20Poly1305 = _aead_classes()
+
 
 def random_bytes(n: int) -> bytes:
     """n bytes from the operating system's CSPRNG."""
@@ -58,6 +88,4 @@ class KeyedHmacSha256:
 
 def equal(a: bytes, b: bytes) -> bool:
     """Constant-time comparison."""
-    from cryptography.hazmat.primitives import constant_time
-
-    return constant_time.bytes_eq(bytes(a), bytes(b))
+    return _constant_time_eq(bytes(a), bytes(b))

@@ -31,9 +31,9 @@ truncated or altered blob, wrong key or AAD).
 from __future__ import annotations
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from kms_cli.crypto import chunked, primitives
+from kms_cli.crypto.primitives import ChaCha20Poly1305
 from kms_cli.errors import IntegrityError
 
 __all__ = ["ALGORITHMS", "KEY_SIZE", "seal", "open"]

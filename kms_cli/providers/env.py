@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 
 from kms_cli.crypto import chunked
@@ -22,6 +20,9 @@ def parse_key(text: str, var: str) -> bytes:
             return bytes.fromhex(text)
         except ValueError:
             pass
+    import base64  # the hex form, the common one, needs no module: keeps cold start short
+    import binascii
+
     try:
         raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_" if ("-" in text or "_" in text) else None, validate=True)
     except (binascii.Error, ValueError):

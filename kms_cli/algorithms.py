@@ -6,15 +6,14 @@ from the crypto layer's registry (`kms_cli.crypto.asym`), in spec order.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from kms_cli.errors import UsageError
+from kms_cli.record import Record
 
 
-class Algorithm(NamedTuple):
-    name: str
-    purpose: str  # "encrypt" or "sign"
-    symmetric: bool
+class Algorithm(Record):
+    """name; purpose: "encrypt" or "sign"; symmetric: bool."""
+
+    __slots__ = ("name", "purpose", "symmetric")
 
 
 SYMMETRIC = ("aes-256-gcm", "chacha20-poly1305")

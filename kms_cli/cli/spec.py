@@ -7,33 +7,7 @@ Handlers are named as "module:function" and imported only when their command run
 
 from __future__ import annotations
 
-
-
-class _Record:
-    """A small immutable record (plain class: cheaper to import than a NamedTuple or dataclass)."""
-
-    __slots__ = ()
-    _defaults: dict = {}
-
-    def __init__(self, *args, **kwargs):
-        names = self.__slots__
-        values = dict(self._defaults)
-        values.update(zip(names, args))
-        values.update(kwargs)
-        for name in names:
-            object.__setattr__(self, name, values[name])
-
-    def __setattr__(self, name, value):
-        raise AttributeError("command table records are immutable")
-
-    def __eq__(self, other):
-        return type(other) is type(self) and all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
-
-    def __hash__(self):
-        return hash(tuple(getattr(self, n) for n in self.__slots__))
-
-    def __repr__(self):
-        return f"{type(self).__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n in self.__slots__)})"
+from kms_cli.record import Record as _Record
 
 
 class Opt(_Record):

@@ -39,15 +39,14 @@ the key.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from kms_cli.errors import IntegrityError, StateError, UsageError
+from kms_cli.record import Record
 
 SIGN = "sign"
 ENCRYPT = "encrypt"
 
 
-class Algorithm(NamedTuple):
+class Algorithm(Record):
     """One asymmetric algorithm.
 
     Attributes:
@@ -65,14 +64,9 @@ class Algorithm(NamedTuple):
             only these accept a context in raw mode.
     """
 
-    name: str
-    purpose: str
-    family: str
-    provider: str
-    public_size: int | None
-    output_size: int | None
-    raw_streams: bool = False
-    native_context: bool = False
+    __slots__ = ("name", "purpose", "family", "provider", "public_size", "output_size", "raw_streams",
+                 "native_context")
+    _defaults = {"raw_streams": False, "native_context": False}
 
 
 _ALL = (

@@ -473,10 +473,8 @@ def _fast_gil_handoff():
 # parent as end of file on its result pipe, and workers see end of file on their command
 # pipe (and exit) when the parent closes it or dies.
 
-_UNMAP_ALIGN = 2 << 20
-_MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux 5.14+; not named by Python 3.11
-_CMD = struct.Struct("<IQQBq")  # slot index, n, first chunk, at_eof, input offset in the mapping (-1: the slot's)
-_RES = struct.Struct("<IQBI")  # slot index, output length, kind (0 ok, 1 error message, 2 exception), payload size
+_CMD = struct.Struct("<IQQBq")  # slot index, n, first chunk, at_eof, file offset to read the block at (-1: in the slot)
+_RES = struct.Struct("<IQBI")  # slot index, output length, kind (0 ok, 1 error message, 2 exception, 3 input shrank), payload size
 
 
 class WorkerError(RuntimeError):
@@ -517,11 +515,20 @@ def _write_fd(fd: int, data: bytes) -> None:
         mv = mv[os.write(fd, mv) :]
 
 
-def _worker_loop(work, state, slots: list, cmd_r: int, res_w: int, mapping) -> int:
+def _preadfull(fd: int, mv, offset: int) -> int:
+    """Fill `mv` from `fd` at `offset` (the file position is neither used nor moved)."""
+    total = 0
+    while total < len(mv):
+        got = os.preadv(fd, [mv[total:]], offset + total)
+        if got == 0:
+            break
+        total += got
+    return total
+
+
+def _worker_loop(work, state, slots: list, cmd_r: int, res_w: int, infd: int) -> int:
     import pickle
 
-    source = memoryview(mapping) if mapping is not None else None
-    populate = True
     while True:
         msg = _read_fd(cmd_r, _CMD.size)
         if msg is None:
@@ -529,25 +536,11 @@ def _worker_loop(work, state, slots: list, cmd_r: int, res_w: int, mapping) -> i
         idx, n, first, at_eof, offset = _CMD.unpack(msg)
         try:
             slot = slots[idx]
-            if offset < 0:
+            if offset >= 0 and _preadfull(infd, slot.inmv[:n], offset) < n:
+                out_len, kind, payload = 0, 3, b""  # the file is shorter than when the run began
+            else:
                 out_len, err = work(state, slot, n, first, bool(at_eof))
-            else:  # input straight from the mapped file: no copy
-                start = offset - offset % mmap.PAGESIZE
-                if populate:
-                    try:  # map the block's pages in one call rather than one fault per 16 pages
-                        mapping.madvise(_MADV_POPULATE_READ, start, offset + n - start)
-                    except OSError:  # kernels before 5.14
-                        populate = False
-                views = _Views(source[offset : offset + n], slot.outmv, slot.in_chunk, slot.out_chunk)
-                out_len, err = work(state, views, n, first, bool(at_eof))
-                # Drop this block's pages from this process's page tables (they stay in the page
-                # cache): resident memory stays at the blocks in flight, whatever the file size.
-                # Fault-around maps neighbouring pages too (up to 64 KiB-aligned windows), so the
-                # range is widened to _UNMAP_ALIGN both ways: this worker needs none of it now.
-                lo = start - start % _UNMAP_ALIGN
-                hi = min(len(mapping), offset + n + (-(offset + n)) % _UNMAP_ALIGN)
-                mapping.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
-            kind, payload = (0, b"") if err is None else (1, err.encode())
+                kind, payload = (0, b"") if err is None else (1, err.encode())
         except Exception as exc:  # re-raised by the parent
             out_len, kind = 0, 2
             try:
@@ -561,12 +554,11 @@ def _worker_loop(work, state, slots: list, cmd_r: int, res_w: int, mapping) -> i
 class _Workers:
     """Forked worker processes sharing `slots`; see above."""
 
-    def __init__(self, count: int, work, state, slots: list, mapping=None):
+    def __init__(self, count: int, work, state, slots: list, infd: int = -1):
         self.pids: list[int] = []
         self.cmd: list[int] = []  # parent's write ends
         self.res: list[int] = []  # parent's read ends
-        self.mapping = mapping  # the input file, mapped read-only before the fork (or None)
-        self.reaped: set[int] = set()
+        self.infd = infd  # the input file, which workers read blocks of themselves (or -1)
         try:
             for _ in range(count):
                 self._start(work, state, slots)
@@ -599,7 +591,7 @@ class _Workers:
                     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C
                 for fd in self.cmd + self.res + [cmd_w, res_r]:
                     os.close(fd)
-                code = _worker_loop(work, state, slots, cmd_r, res_w, self.mapping)
+                code = _worker_loop(work, state, slots, cmd_r, res_w, self.infd)
             except BaseException:
                 code = 1
             finally:
@@ -610,20 +602,8 @@ class _Workers:
         self.cmd.append(cmd_w)
         self.res.append(res_r)
 
-    def _died(self, w: int) -> Exception:
-        import signal
-
-        pid = self.pids[w]
-        try:
-            _, status = os.waitpid(pid, 0)
-        except ChildProcessError:  # pragma: no cover - already reaped
-            status = 0
-        else:
-            self.reaped.add(pid)  # never signalled or waited for again: its pid may be reused
-        if self.mapping is not None and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGBUS:
-            # A mapped page beyond the file's end: the file was truncated while being read.
-            return InputChangedError("the input file shrank while it was being read")
-        return WorkerError(f"chunked encryption worker process {pid} exited unexpectedly")
+    def _died(self, w: int) -> WorkerError:
+        return WorkerError(f"chunked encryption worker process {self.pids[w]} exited unexpectedly")
 
     def submit(self, w: int, idx: int, n: int, first: int, at_eof: bool, offset: int = -1) -> None:
         try:
@@ -647,6 +627,8 @@ class _Workers:
             import pickle
 
             raise pickle.loads(payload)
+        if kind == 3:
+            raise InputChangedError("the input file shrank while it was being read")
         return out_len, (payload.decode() if kind == 1 else None)
 
     def close(self, kill: bool) -> None:
@@ -657,7 +639,6 @@ class _Workers:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.cmd = []
-        self.pids = [pid for pid in self.pids if pid not in self.reaped]
         if kill:
             for pid in self.pids:
                 with contextlib.suppress(OSError):
@@ -687,17 +668,18 @@ def plan_threads(threads: int | None) -> int:
     return default_threads() if threads is None else max(1, int(threads))
 
 
-def _mapping_plan(src, block: int, threads: int | None):
-    """(mapping, offset of `src`'s position in it, that position, full blocks mapped) or None.
+def _read_plan(src, block: int, threads: int | None):
+    """(file descriptor, `src`'s position, full blocks the workers read themselves) or None.
 
-    Large regular files are not read into block buffers by the parent: the workers take
-    their input straight from a read-only shared mapping of the file (the copy that reading
-    costs was a fifth of the whole run's CPU time). Only where worker processes would be
-    used anyway, and only full blocks before the last one: the stream's end is still found
-    by reading, so a file that grew is read to its new end. A file that shrinks under the
-    mapping ends the run with InputChangedError (a worker gets SIGBUS), nothing released.
+    In a large regular file, the workers read their blocks themselves (pread at the
+    block's offset, into the shared block buffer) instead of the parent reading every
+    block: the parent only hands out offsets and writes results, and the copy from the
+    page cache is spread over the workers. Only where worker processes are used anyway,
+    and only full blocks before the last one: the stream's end is still found by the
+    parent reading on, so a file that grew is read to its new end; a file found shorter
+    than planned ends the run with InputChangedError, nothing released.
     """
-    if not _USE_PROCESSES or plan_threads(threads) <= 1:
+    if not _USE_PROCESSES or plan_threads(threads) <= 1 or not hasattr(os, "preadv"):
         return None
     try:
         fd = src.fileno()
@@ -712,14 +694,7 @@ def _mapping_plan(src, block: int, threads: int | None):
     count = (st.st_size - start - 1) // block  # full blocks before the last one
     if count < _FORK_AFTER_BLOCKS + 2 or not _fork_usable():
         return None
-    aligned = start - start % mmap.ALLOCATIONGRANULARITY
-    try:
-        mapping = mmap.mmap(fd, start + count * block - aligned, mmap.MAP_SHARED, mmap.PROT_READ, offset=aligned)
-    except (OSError, ValueError):  # pragma: no cover - not mappable (some file systems): read it
-        return None
-    with contextlib.suppress(AttributeError, OSError):
-        mapping.madvise(mmap.MADV_SEQUENTIAL)
-    return mapping, start - aligned, start, count
+    return fd, start, count
 
 
 def _pump(src, dst, work, state, in_chunk: int, out_chunk: int, chunks: int, threads: int | None) -> int:
@@ -777,18 +752,17 @@ def _pump(src, dst, work, state, in_chunk: int, out_chunk: int, chunks: int, thr
         if err is not None:
             raise IntegrityError(err)
 
-    plan = _mapping_plan(src, block, threads)
+    plan = _read_plan(src, block, threads)
     if plan is not None:
-        mapping, base, start, count = plan
+        infd, start, count = plan
         nworkers = min(plan_threads(threads), _MAX_PROCESSES)
         depth = nworkers * _DEPTH_PER_THREAD
         while len(slots) < depth + 2:
             free.append(new_slot())
         index = {id(s): i for i, s in enumerate(slots)}
         try:
-            workers = _Workers(nworkers, work, state, slots, mapping)
+            workers = _Workers(nworkers, work, state, slots, infd)
         except OSError:  # pragma: no cover - fork failed (e.g. process limit): read instead
-            mapping.close()
             workers = None
         if workers is not None:
             forked = True
@@ -796,11 +770,11 @@ def _pump(src, dst, work, state, in_chunk: int, out_chunk: int, chunks: int, thr
             ok = False
             try:
                 seq = first = 0
-                # Every block but the last comes from the mapping (full blocks, never the last:
+                # Workers read every block but the last themselves (full blocks, never the last:
                 # whether a block ends the stream is found by reading on after it).
                 for i in range(count + 1):
                     if i < count:
-                        slot, n, at_eof, offset = acquire(), block, False, base + i * block
+                        slot, n, at_eof, offset = acquire(), block, False, start + i * block
                     else:
                         src.seek(start + count * block)
                         gen = blocks()
@@ -824,7 +798,6 @@ def _pump(src, dst, work, state, in_chunk: int, out_chunk: int, chunks: int, thr
                 ok = True
             finally:
                 workers.close(kill=not ok)
-                mapping.close()
             return written
 
     gen = blocks()

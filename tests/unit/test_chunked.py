@@ -746,21 +746,21 @@ def test_processes_dead_worker_raises_instead_of_hanging(forks, monkeypatch):
     assert len(out.getvalue()) <= 56 + 6 * 64 * CT
 
 
-# Large regular files: the workers read the input straight from a mapping of the file.
+# Large regular files: the workers read their blocks of the input file themselves.
 
 
 @pytest.fixture
-def mapped(monkeypatch):
-    """Records each mapping plan _pump makes (None: the file was read into block buffers)."""
+def plans(monkeypatch):
+    """Records each read plan _pump makes (None: the parent reads every block)."""
     plans = []
-    real = chunked._mapping_plan
+    real = chunked._read_plan
 
     def recording(src, block, threads):
         plan = real(src, block, threads)
         plans.append(plan)
         return plan
 
-    monkeypatch.setattr(chunked, "_mapping_plan", recording)
+    monkeypatch.setattr(chunked, "_read_plan", recording)
     return plans
 
 
@@ -780,49 +780,49 @@ def _run(fn, path: str, skip: int, *args, **kw) -> bytes:
 
 
 @needs_fork
-def test_processes_mapped_files_round_trip_at_block_boundaries(forks, mapped, tmp_path):
+def test_processes_worker_read_files_round_trip_at_block_boundaries(forks, plans, tmp_path):
     m = chunked._FORK_AFTER_BLOCKS + 3
     for size in (m * BLOCK - 1, m * BLOCK, m * BLOCK + 1, (m + 1) * BLOCK + C - 1, (m + 1) * BLOCK + C):
         pt = message(size, size)
         ct = reference_seal(pt)
         assert _run(chunked.encrypt_stream, _file(tmp_path, pt, b"hdr"), 3, KEY, CTX, salt=SALT, threads=2) == ct
-        assert mapped.pop() is not None
+        assert plans.pop() is not None
         assert _run(chunked.decrypt_stream, _file(tmp_path, ct, b"xy"), 2, KEY, CTX, threads=2) == pt
-        assert mapped.pop() is not None
+        assert plans.pop() is not None
     assert forks
 
 
 @needs_fork
-def test_processes_mapped_age_files_round_trip(forks, mapped, tmp_path):
+def test_processes_worker_read_age_files_round_trip(forks, plans, tmp_path):
     for size in (20 * 2**20, 20 * 2**20 + 1, 20 * 2**20 + 65536):  # the final chunk may be full
         pt = message(size, 3)
         ct = age_enc(pt)
         assert _run(chunked.age_encrypt_stream, _file(tmp_path, pt), 0, FILE_KEY, nonce=NONCE, threads=2) == ct
         assert _run(chunked.age_decrypt_stream, _file(tmp_path, ct, b"1234567"), 7, FILE_KEY, threads=3) == pt
-    assert sum(plan is not None for plan in mapped) == 6  # the two file runs of each size
+    assert sum(plan is not None for plan in plans) == 6  # the two file runs of each size
     assert forks
 
 
 @needs_fork
-def test_processes_mapped_tamper_writes_exactly_the_authenticated_prefix(forks, mapped, tmp_path):
+def test_processes_worker_read_tamper_writes_exactly_the_authenticated_prefix(forks, plans, tmp_path):
     pt = message(BIG, 4)
     ct = bytearray(enc(pt))
-    bad_chunk = 20 * 64 + 5  # inside a mapped block
+    bad_chunk = 20 * 64 + 5  # inside a block a worker read
     ct[56 + bad_chunk * CT + 9] ^= 1
     out = io.BytesIO()
     with pytest.raises(IntegrityError, match=f"^chunk {bad_chunk} failed authentication$"):
         with open(_file(tmp_path, bytes(ct)), "rb") as src:
             chunked.decrypt_stream(KEY, CTX, src, out, threads=2)
     assert out.getvalue() == pt[: bad_chunk * C]
-    assert mapped[-1] is not None
+    assert plans[-1] is not None
     assert forks
 
 
 @needs_fork
-def test_processes_mapped_file_that_grows_is_read_to_its_new_end(forks, monkeypatch, tmp_path):
+def test_processes_worker_read_file_that_grows_is_read_to_its_new_end(forks, monkeypatch, tmp_path):
     pt = message(BIG, 5)
     path = _file(tmp_path, pt[: 30 * BLOCK + 7])
-    real = chunked._mapping_plan
+    real = chunked._read_plan
 
     def then_grow(src, block, threads):
         plan = real(src, block, threads)
@@ -830,22 +830,22 @@ def test_processes_mapped_file_that_grows_is_read_to_its_new_end(forks, monkeypa
             f.write(pt[30 * BLOCK + 7 :])
         return plan
 
-    monkeypatch.setattr(chunked, "_mapping_plan", then_grow)
+    monkeypatch.setattr(chunked, "_read_plan", then_grow)
     assert _run(chunked.encrypt_stream, path, 0, KEY, CTX, salt=SALT, threads=2) == reference_seal(pt)
     assert forks
 
 
 @needs_fork
-def test_processes_mapped_file_that_shrinks_fails_without_hanging(forks, monkeypatch, tmp_path):
+def test_processes_worker_read_file_that_shrinks_fails_without_hanging(forks, monkeypatch, tmp_path):
     path = _file(tmp_path, message(BIG, 6))
-    real = chunked._mapping_plan
+    real = chunked._read_plan
 
     def then_truncate(src, block, threads):
         plan = real(src, block, threads)
         os.truncate(path, 12 * BLOCK)
         return plan
 
-    monkeypatch.setattr(chunked, "_mapping_plan", then_truncate)
+    monkeypatch.setattr(chunked, "_read_plan", then_truncate)
     out = io.BytesIO()
     with pytest.raises(chunked.InputChangedError, match="shrank"):
         with open(path, "rb") as src:
@@ -855,8 +855,8 @@ def test_processes_mapped_file_that_shrinks_fails_without_hanging(forks, monkeyp
 
 
 @needs_fork
-def test_processes_mapped_memory_stays_bounded(tmp_path):
-    """A 256 MiB file: no process of the run (the parent or a worker) keeps the file's pages mapped."""
+def test_processes_worker_read_memory_stays_bounded(tmp_path):
+    """A 256 MiB file: no process of the run (the parent or a worker) grows with the file."""
     path = _file(tmp_path, message(256 * 2**20, 8))
     script = (
         "import io, resource, sys\n"

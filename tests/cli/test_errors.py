@@ -1,6 +1,7 @@
 """Errors: one line, the spec's exit code, no traceback, and the --json error object."""
 
 import json
+import os
 
 
 def test_json_error_object_is_last_stderr_line(vault):
@@ -59,3 +60,24 @@ def test_help_paths_never_crash(kms):
     assert r.code in (0, 2) and "internal error" not in r.err
     r = kms("key", "list", "--help")
     assert r.code == 0 and "key list" in r.text
+
+
+def test_output_is_complete_and_a_closed_pipe_is_quiet(vault, tmp_path):
+    """kms-cli exits without the interpreter's teardown when it can: every byte must still arrive."""
+    import subprocess
+    import sys
+
+    vault.ok("key", "create", "pipes")
+    plain = tmp_path / "plain"
+    plain.write_bytes(os.urandom(3 * 2**20 + 7))
+    vault.ok("encrypt", "--key", "pipes", "-i", str(plain), "-o", str(tmp_path / "ct"))
+    out = subprocess.run([sys.executable, "-m", "kms_cli", "decrypt", "-i", str(tmp_path / "ct")], env=vault.env, capture_output=True)
+    assert out.returncode == 0 and out.stdout == plain.read_bytes()
+    # A reader that goes away early: exit 141 (as a shell reports SIGPIPE), no traceback.
+    p = subprocess.Popen([sys.executable, "-m", "kms_cli", "decrypt", "-i", str(tmp_path / "ct")], env=vault.env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.read(10)
+    p.stdout.close()
+    err = p.stderr.read()
+    assert p.wait() == 141
+    assert b"Traceback" not in err and b"Exception ignored" not in err

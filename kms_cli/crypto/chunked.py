@@ -34,7 +34,9 @@ memory stays constant whatever the input size (about 2 MiB per block in flight):
 - on POSIX, in a single-threaded process, the first `_FORK_AFTER_BLOCKS` blocks are
   processed inline and the rest by forked worker processes working on shared block
   buffers (see `_Workers`): worker threads would serialise on the GIL hand-off that
-  every 16 KiB AEAD call needs, and end up no faster than one thread;
+  every 16 KiB AEAD call needs, and end up no faster than one thread. When the input is
+  a large regular file, the workers are started at once and read their blocks
+  themselves (`_read_plan`): the parent only hands out offsets and writes results;
 - elsewhere (no fork, or other threads running, where forking is unsafe), blocks after
   the first go to a small pool of worker threads (the AEAD calls release the GIL).
 

@@ -384,6 +384,12 @@ def _readfull(src, mv) -> int:
 
 def _writeall(dst, mv) -> None:
     """Write all of `mv` to `dst` (which may accept only part of it per call)."""
+    if isinstance(dst, io.BufferedWriter):
+        # Blocks are large: a buffered writer would copy one that fits its buffer (a 1 MiB
+        # block into a 1 MiB buffer, say) before writing it. Write past the buffer instead,
+        # after what it holds (the header), so the bytes stay in order.
+        dst.flush()
+        dst = dst.raw
     if not isinstance(dst, io.IOBase):
         # A foreign writer might keep a reference to the view: hand it its own copy,
         # since the underlying buffer is reused for the next block.
@@ -529,8 +535,6 @@ def _preadfull(fd: int, mv, offset: int) -> int:
 
 
 def _worker_loop(work, state, slots: list, cmd_r: int, res_w: int, infd: int) -> int:
-    import pickle
-
     while True:
         msg = _read_fd(cmd_r, _CMD.size)
         if msg is None:
@@ -544,6 +548,8 @@ def _worker_loop(work, state, slots: list, cmd_r: int, res_w: int, infd: int) ->
                 out_len, err = work(state, slot, n, first, bool(at_eof))
                 kind, payload = (0, b"") if err is None else (1, err.encode())
         except Exception as exc:  # re-raised by the parent
+            import pickle
+
             out_len, kind = 0, 2
             try:
                 payload = pickle.dumps(exc)

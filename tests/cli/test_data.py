@@ -161,3 +161,28 @@ def test_output_to_a_device_or_fifo_writes_through(keyed, tmp_path):
     reader.join(10)
     assert got == [b"through a fifo"] and stat_mod.S_ISFIFO(os.stat(fifo).st_mode)
     assert keyed("decrypt", "-o", str(tmp_path), input=b"x").code in (2, 5)
+
+
+@pytest.mark.parametrize("key", ["k", "c"])
+def test_large_files_round_trip_through_worker_processes(keyed, tmp_path, key):
+    """24 MiB: past the size where worker processes read and seal blocks of the file themselves."""
+    import subprocess
+    import sys
+
+    data = os.urandom(24 * 2**20 + 12345)
+    (tmp_path / "big").write_bytes(data)
+    keyed.ok("encrypt", "--key", key, "-i", "big", "-o", "big.ct")
+    keyed.ok("decrypt", "-i", "big.ct", "-o", "big.out")
+    assert (tmp_path / "big.out").read_bytes() == data
+    # stdin redirected from a regular file takes the same path
+    with open(tmp_path / "big.ct", "rb") as f:
+        p = subprocess.run([sys.executable, "-m", "kms_cli", "decrypt"], stdin=f, capture_output=True,
+                           env=keyed.env, cwd=tmp_path)
+    assert p.returncode == 0 and p.stdout == data
+    # a flipped bit in the middle: exit 5, nothing at OUT
+    ct = bytearray((tmp_path / "big.ct").read_bytes())
+    ct[len(ct) // 2] ^= 4
+    (tmp_path / "bad.ct").write_bytes(bytes(ct))
+    r = keyed("decrypt", "-i", "bad.ct", "-o", "bad.out")
+    assert r.code == 5 and "failed authentication" in r.err
+    assert not (tmp_path / "bad.out").exists()

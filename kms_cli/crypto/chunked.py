@@ -23,27 +23,12 @@ age STREAM (age.md, "Payload")::
 The final chunk may be a full 64 KiB but is never empty unless the whole
 payload is.
 
-Performance: the streaming functions read `src` in blocks of about 1 MiB with
-`readinto` into reused buffers, seal or open the chunks of each block with
+Performance: the block functions seal or open every chunk of a block with
 `encrypt_into` / `decrypt_into` straight into reused output buffers (no per-chunk
-allocation besides the 12-byte nonce), and write blocks strictly in order. With
-more than one worker (`threads`, default `default_threads()`), a large stream is
-processed in parallel with a bounded number of blocks in flight (two per worker), so
-memory stays constant whatever the input size (about 2 MiB per block in flight):
-
-- on POSIX, in a single-threaded process, the first `_FORK_AFTER_BLOCKS` blocks are
-  processed inline and the rest by forked worker processes working on shared block
-  buffers (see `_Workers`): worker threads would serialise on the GIL hand-off that
-  every 16 KiB AEAD call needs, and end up no faster than one thread. When the input is
-  a large regular file, the workers are started at once and read their blocks
-  themselves (`_read_plan`): the parent only hands out offsets and writes results;
-- elsewhere (no fork, or other threads running, where forking is unsafe), blocks after
-  the first go to a small pool of worker threads (the AEAD calls release the GIL).
-
-Inputs of at most one block are always processed inline, and streams of at most
-`_FORK_AFTER_BLOCKS` blocks never fork. Decryption writes a chunk only once it has
-authenticated, and stops at the first failure having written exactly the
-authenticated prefix.
+allocation besides the 12-byte nonce). The streaming functions hand them to the engine
+in `kms_cli.crypto.streaming` (imported only when a stream runs), which processes large
+streams in parallel, in worker processes, in constant memory and in order; large
+in-memory messages are processed by a few threads.
 
 Errors: anything wrong with a ciphertext (or a wrong key / key size at
 decryption time) raises `IntegrityError` with a short message; `ValueError` is
@@ -52,15 +37,7 @@ only raised at encryption time for programming errors (bad key or salt size).
 
 from __future__ import annotations
 
-import contextlib
-import gc
-import io
-import mmap
 import os
-import struct
-import sys
-import _thread
-from collections import deque
 
 from cryptography.exceptions import InvalidTag
 
@@ -115,14 +92,7 @@ _AGE_MAX_CHUNKS = 1 << 88  # 11-byte counter
 # Streaming geometry: chunks per block (one block = one worker task), ~1 MiB of plaintext.
 _COB_BLOCK_CHUNKS = 64
 _AGE_BLOCK_CHUNKS = 16
-# Blocks in flight per worker (bounds memory: about 2 MiB per block in flight).
-_DEPTH_PER_THREAD = 2
 _MAX_THREADS = 4
-# Worker processes: used on POSIX (os.fork) by a single-threaded caller once a stream has
-# proven large, i.e. after this many blocks were processed inline. Small inputs never fork.
-_USE_PROCESSES = True
-_FORK_AFTER_BLOCKS = 8
-_MAX_PROCESSES = 16
 
 _ERR_TRUNCATED = "ciphertext is truncated"
 _ERR_COMMITMENT = "key commitment mismatch: wrong key or context"
@@ -162,6 +132,14 @@ def default_threads() -> int:
 def ciphertext_size(plaintext_size: int) -> int:
     """Length of the Cobblestone-256 ciphertext of a message of `plaintext_size` bytes."""
     return HEADER_SIZE + plaintext_size + (plaintext_size // CHUNK_SIZE + 1) * TAG
+
+
+class WorkerError(RuntimeError):
+    """A chunked-encryption worker process ended unexpectedly."""
+
+
+class InputChangedError(KmsError):
+    """The input file shrank while it was being encrypted or decrypted (nothing was released)."""
 
 
 # --------------------------------------------------------------------------
@@ -358,537 +336,6 @@ def _age_open_block(aead: ChaCha20Poly1305, v: _Views, n: int, first: int, at_eo
     return out_len, None
 
 
-# --------------------------------------------------------------------------
-# I/O helpers.
-
-
-def _readfull(src, mv) -> int:
-    """Fill `mv` from `src`; fewer bytes than len(mv) only at end of file."""
-    total, size = 0, len(mv)
-    readinto = getattr(src, "readinto", None)
-    while total < size:
-        if readinto is not None:
-            got = readinto(mv[total:])
-        else:
-            data = src.read(size - total)
-            got = None if data is None else len(data)
-            if got:
-                mv[total : total + got] = data
-        if got is None:
-            raise BlockingIOError("source is in non-blocking mode")
-        if got == 0:
-            break
-        total += got
-    return total
-
-
-def _writeall(dst, mv) -> None:
-    """Write all of `mv` to `dst` (which may accept only part of it per call)."""
-    if isinstance(dst, io.BufferedWriter):
-        # Blocks are large: a buffered writer would copy one that fits its buffer (a 1 MiB
-        # block into a 1 MiB buffer, say) before writing it. Write past the buffer instead,
-        # after what it holds (the header), so the bytes stay in order.
-        dst.flush()
-        dst = dst.raw
-    if not isinstance(dst, io.IOBase):
-        # A foreign writer might keep a reference to the view: hand it its own copy,
-        # since the underlying buffer is reused for the next block.
-        dst.write(bytes(mv))
-        return
-    while len(mv):
-        written = dst.write(mv)
-        if written is None:
-            raise BlockingIOError("destination is in non-blocking mode")
-        if written >= len(mv):
-            return
-        mv = mv[written:]
-
-
-# Buffer placement. On some CPUs (seen on AMD Zen) the kernel's `rep movsb` copy between the
-# page cache and a user buffer runs ~5x slower when (destination - source) mod 4096 falls in
-# 1..31. Block buffers are page-aligned anonymous mappings placed at an offset chosen from the
-# file positions so that this difference is always 128 mod 256 (block sizes are multiples of 256).
-_PAGE = 4096
-_PHASE = 128
-
-
-def _position(f) -> int:
-    try:
-        return int(f.tell())
-    except (AttributeError, OSError, ValueError):
-        return 0
-
-
-def _aligned(size: int, offset: int) -> memoryview:
-    """A zeroed writable buffer of `size` bytes starting `offset` bytes into a page."""
-    region = mmap.mmap(-1, size + _PAGE)
-    return memoryview(region)[offset : offset + size]
-
-
-class _Slot(_Views):
-    """A reusable pair of block buffers for streaming."""
-
-    __slots__ = ()
-
-    def __init__(self, in_chunk: int, out_chunk: int, chunks: int, in_offset: int, out_offset: int):
-        inmv = _aligned(in_chunk * chunks, in_offset)
-        # + TAG of slack: an encrypting block at end of file may gain an empty final chunk.
-        outmv = _aligned(out_chunk * chunks + TAG, out_offset)
-        super().__init__(inmv, outmv, in_chunk, out_chunk, chunks)
-
-
-# GIL hand-off. A 16 KiB AES-GCM call takes ~6 us; with CPython's default 5 ms switch
-# interval a worker waiting for the GIL mostly misses the brief windows in which the
-# running worker releases it, and two workers end up no faster than one. While a
-# threaded run is in progress the interpreter's switch interval is lowered (and
-# restored afterwards), which lets the AEAD calls of all workers overlap.
-_SWITCH_INTERVAL = 100e-6
-_switch_lock = _thread.allocate_lock()  # _thread, not threading: cheaper to import on the hot path
-_switch_users = 0
-_switch_saved: float | None = None
-_switch_ours: float | None = None
-
-
-@contextlib.contextmanager
-def _fast_gil_handoff():
-    global _switch_users, _switch_saved, _switch_ours
-    with _switch_lock:
-        if _switch_users == 0:
-            _switch_saved = sys.getswitchinterval()
-            _switch_ours = None
-            if _switch_saved > _SWITCH_INTERVAL:
-                sys.setswitchinterval(_SWITCH_INTERVAL)
-                _switch_ours = sys.getswitchinterval()
-        _switch_users += 1
-    try:
-        yield
-    finally:
-        with _switch_lock:
-            _switch_users -= 1
-            if _switch_users == 0 and _switch_ours is not None and sys.getswitchinterval() == _switch_ours:
-                sys.setswitchinterval(_switch_saved)
-
-
-# --------------------------------------------------------------------------
-# Worker processes. With the GIL, worker threads are no faster than one thread on small
-# machines (one GIL hand-off per 16 KiB AEAD call), so large streams are processed by
-# forked workers instead. The block buffers are anonymous MAP_SHARED mappings created
-# before the fork, so the parent and the workers see the same memory: the parent reads a
-# block into a slot, sends (slot, n, first, at_eof) to a worker through a pipe, the worker
-# runs the same block function on the slot (the AEAD state is inherited through fork, never
-# serialised) and answers (slot, output length, error). Each worker has its own pair of
-# pipes, whose worker-side ends only that worker holds: a worker that dies is seen by the
-# parent as end of file on its result pipe, and workers see end of file on their command
-# pipe (and exit) when the parent closes it or dies.
-
-_CMD = struct.Struct("<IQQBq")  # slot index, n, first chunk, at_eof, file offset to read the block at (-1: in the slot)
-_RES = struct.Struct("<IQBI")  # slot index, output length, kind (0 ok, 1 error message, 2 exception, 3 input shrank), payload size
-
-
-class WorkerError(RuntimeError):
-    """A chunked-encryption worker process ended unexpectedly."""
-
-
-class InputChangedError(KmsError):
-    """The input file shrank while it was being encrypted or decrypted (nothing was released)."""
-
-
-def _fork_usable() -> bool:
-    """Whether forking workers is safe here: POSIX with os.fork, and a single-threaded process."""
-    if not _USE_PROCESSES or os.name != "posix" or not hasattr(os, "fork"):
-        return False
-    try:
-        return len(os.listdir("/proc/self/task")) == 1
-    except OSError:  # pragma: no cover - no /proc (not Linux)
-        threading = sys.modules.get("threading")
-        return threading is None or threading.active_count() == 1
-
-
-def _read_fd(fd: int, size: int) -> bytes | None:
-    """Exactly `size` bytes from `fd`, or None at end of file before any byte."""
-    data = os.read(fd, size)
-    if not data:
-        return None
-    while len(data) < size:
-        more = os.read(fd, size - len(data))
-        if not more:
-            raise EOFError("short message")
-        data += more
-    return data
-
-
-def _write_fd(fd: int, data: bytes) -> None:
-    mv = memoryview(data)
-    while len(mv):
-        mv = mv[os.write(fd, mv) :]
-
-
-def _preadfull(fd: int, mv, offset: int) -> int:
-    """Fill `mv` from `fd` at `offset` (the file position is neither used nor moved)."""
-    total = 0
-    while total < len(mv):
-        got = os.preadv(fd, [mv[total:]], offset + total)
-        if got == 0:
-            break
-        total += got
-    return total
-
-
-def _worker_loop(work, state, slots: list, cmd_r: int, res_w: int, infd: int) -> int:
-    while True:
-        msg = _read_fd(cmd_r, _CMD.size)
-        if msg is None:
-            return 0
-        idx, n, first, at_eof, offset = _CMD.unpack(msg)
-        try:
-            slot = slots[idx]
-            if offset >= 0 and _preadfull(infd, slot.inmv[:n], offset) < n:
-                out_len, kind, payload = 0, 3, b""  # the file is shorter than when the run began
-            else:
-                out_len, err = work(state, slot, n, first, bool(at_eof))
-                kind, payload = (0, b"") if err is None else (1, err.encode())
-        except Exception as exc:  # re-raised by the parent
-            import pickle
-
-            out_len, kind = 0, 2
-            try:
-                payload = pickle.dumps(exc)
-                pickle.loads(payload)
-            except Exception:
-                payload = pickle.dumps(RuntimeError(repr(exc)))
-        _write_fd(res_w, _RES.pack(idx, out_len, kind, len(payload)) + payload)
-
-
-class _Workers:
-    """Forked worker processes sharing `slots`; see above."""
-
-    def __init__(self, count: int, work, state, slots: list, infd: int = -1):
-        self.pids: list[int] = []
-        self.cmd: list[int] = []  # parent's write ends
-        self.res: list[int] = []  # parent's read ends
-        self.infd = infd  # the input file, which workers read blocks of themselves (or -1)
-        try:
-            for _ in range(count):
-                self._start(work, state, slots)
-        except BaseException:
-            self.close(kill=True)
-            raise
-
-    def _start(self, work, state, slots: list) -> None:
-        cmd_r, cmd_w = os.pipe()
-        try:
-            res_r, res_w = os.pipe()
-        except BaseException:
-            os.close(cmd_r)
-            os.close(cmd_w)
-            raise
-        try:
-            pid = os.fork()
-        except BaseException:
-            for fd in (cmd_r, cmd_w, res_r, res_w):
-                os.close(fd)
-            raise
-        if pid == 0:  # worker: never return into the caller's stack, never run atexit or flush stdio
-            code = 1
-            try:
-                # No cyclic GC: it could finalise inherited garbage (e.g. flush a lost file buffer).
-                gc.disable()
-                import signal
-
-                with contextlib.suppress(ValueError, OSError):
-                    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C
-                for fd in self.cmd + self.res + [cmd_w, res_r]:
-                    os.close(fd)
-                code = _worker_loop(work, state, slots, cmd_r, res_w, self.infd)
-            except BaseException:
-                code = 1
-            finally:
-                os._exit(code)
-        os.close(cmd_r)
-        os.close(res_w)
-        self.pids.append(pid)
-        self.cmd.append(cmd_w)
-        self.res.append(res_r)
-
-    def _died(self, w: int) -> WorkerError:
-        return WorkerError(f"chunked encryption worker process {self.pids[w]} exited unexpectedly")
-
-    def submit(self, w: int, idx: int, n: int, first: int, at_eof: bool, offset: int = -1) -> None:
-        try:
-            _write_fd(self.cmd[w], _CMD.pack(idx, n, first, 1 if at_eof else 0, offset))
-        except BrokenPipeError:
-            raise self._died(w) from None
-
-    def result(self, w: int, expected: int):
-        """(output length, error message or None) for worker w's oldest block, in slot `expected`."""
-        try:
-            head = _read_fd(self.res[w], _RES.size)
-            if head is None:
-                raise self._died(w)
-            idx, out_len, kind, size = _RES.unpack(head)
-            payload = _read_fd(self.res[w], size) if size else b""
-        except EOFError:
-            raise self._died(w) from None
-        if idx != expected:  # pragma: no cover - protocol bug
-            raise RuntimeError("chunked: worker answered for the wrong block")
-        if kind == 2:
-            import pickle
-
-            raise pickle.loads(payload)
-        if kind == 3:
-            raise InputChangedError("the input file shrank while it was being read")
-        return out_len, (payload.decode() if kind == 1 else None)
-
-    def close(self, kill: bool) -> None:
-        """Stop and reap all workers (kill: do not let them finish their current block)."""
-        import signal  # here and in the workers only: importing it costs every command's start
-
-        for fd in self.cmd:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self.cmd = []
-        if kill:
-            for pid in self.pids:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-        for fd in self.res:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self.res = []
-        interrupted = None
-        while self.pids:
-            try:
-                os.waitpid(self.pids[0], 0)
-            except ChildProcessError:
-                pass
-            except KeyboardInterrupt as exc:  # still reap everyone, then re-raise
-                interrupted = exc
-                for pid in self.pids:
-                    with contextlib.suppress(OSError):
-                        os.kill(pid, signal.SIGKILL)
-                continue
-            self.pids.pop(0)
-        if interrupted is not None:
-            raise interrupted
-
-
-def plan_threads(threads: int | None) -> int:
-    return default_threads() if threads is None else max(1, int(threads))
-
-
-def _read_plan(src, block: int, threads: int | None):
-    """(file descriptor, `src`'s position, full blocks the workers read themselves) or None.
-
-    In a large regular file, the workers read their blocks themselves (pread at the
-    block's offset, into the shared block buffer) instead of the parent reading every
-    block: the parent only hands out offsets and writes results, and the copy from the
-    page cache is spread over the workers. Only where worker processes are used anyway,
-    and only full blocks before the last one: the stream's end is still found by the
-    parent reading on, so a file that grew is read to its new end; a file found shorter
-    than planned ends the run with InputChangedError, nothing released.
-    """
-    if not _USE_PROCESSES or plan_threads(threads) <= 1 or not hasattr(os, "preadv"):
-        return None
-    try:
-        fd = src.fileno()
-        st = os.fstat(fd)
-        start = src.tell()
-    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
-        return None
-    import stat
-
-    if not stat.S_ISREG(st.st_mode) or start < 0:
-        return None
-    count = (st.st_size - start - 1) // block  # full blocks before the last one
-    if count < _FORK_AFTER_BLOCKS + 2 or not _fork_usable():
-        return None
-    return fd, start, count
-
-
-def _pump(src, dst, work, state, in_chunk: int, out_chunk: int, chunks: int, threads: int | None) -> int:
-    """Read `src` block by block, run work(state, views, n, first, at_eof) on each, write in order.
-
-    Every block but the last is full (chunks * in_chunk bytes); `at_eof` is True for the
-    last one (found with one block of look-ahead), which may be short or empty. Returns the
-    number of bytes written; raises IntegrityError(err) after writing the output that a
-    failing block reported as good.
-    """
-    block = in_chunk * chunks
-    free: list[_Slot] = []
-    slots: list[_Slot] = []  # every slot made, in order: its index is its name for the workers
-    in_offset = (_position(src) + _PHASE) % _PAGE
-    out_offset = (_position(dst) - _PHASE) % _PAGE
-    forked = False
-
-    def new_slot() -> _Slot:
-        slot = _Slot(in_chunk, out_chunk, chunks, in_offset, out_offset)
-        slots.append(slot)
-        return slot
-
-    def acquire() -> _Slot:
-        if free:
-            return free.pop()
-        if forked:  # pragma: no cover - the slots are counted before forking
-            raise RuntimeError("chunked: no free block buffer")
-        return new_slot()
-
-    def blocks():
-        slot = acquire()
-        n = _readfull(src, slot.inmv)
-        while True:
-            if n < block:
-                yield slot, n, True
-                return
-            nxt = acquire()
-            m = _readfull(src, nxt.inmv)
-            if m == 0:
-                free.append(nxt)
-                yield slot, n, True
-                return
-            yield slot, n, False
-            slot, n = nxt, m
-
-    written = 0
-
-    def emit(slot: _Slot, result) -> None:
-        nonlocal written
-        out_len, err = result
-        if out_len:
-            _writeall(dst, slot.outmv[:out_len])
-            written += out_len
-        free.append(slot)
-        if err is not None:
-            raise IntegrityError(err)
-
-    plan = _read_plan(src, block, threads)
-    if plan is not None:
-        infd, start, count = plan
-        nworkers = min(plan_threads(threads), _MAX_PROCESSES)
-        depth = nworkers * _DEPTH_PER_THREAD
-        while len(slots) < depth + 2:
-            free.append(new_slot())
-        index = {id(s): i for i, s in enumerate(slots)}
-        try:
-            workers = _Workers(nworkers, work, state, slots, infd)
-        except OSError:  # pragma: no cover - fork failed (e.g. process limit): read instead
-            workers = None
-        if workers is not None:
-            forked = True
-            pending: deque = deque()
-            ok = False
-            try:
-                seq = first = 0
-                # Workers read every block but the last themselves (full blocks, never the last:
-                # whether a block ends the stream is found by reading on after it).
-                for i in range(count + 1):
-                    if i < count:
-                        slot, n, at_eof, offset = acquire(), block, False, start + i * block
-                    else:
-                        src.seek(start + count * block)
-                        gen = blocks()
-                        slot, n, at_eof = next(gen)
-                        offset = -1
-                    while True:
-                        w = seq % nworkers
-                        seq += 1
-                        workers.submit(w, index[id(slot)], n, first, at_eof, offset)
-                        pending.append((slot, w))
-                        first += chunks
-                        while len(pending) >= depth:
-                            done_slot, w = pending.popleft()
-                            emit(done_slot, workers.result(w, index[id(done_slot)]))
-                        if offset >= 0 or at_eof:
-                            break
-                        slot, n, at_eof = next(gen)  # the tail (and whatever the file grew by)
-                while pending:
-                    done_slot, w = pending.popleft()
-                    emit(done_slot, workers.result(w, index[id(done_slot)]))
-                ok = True
-            finally:
-                workers.close(kill=not ok)
-            return written
-
-    gen = blocks()
-    first = 0
-    slot, n, at_eof = next(gen)
-    if not at_eof:
-        threads = plan_threads(threads)
-    use_processes = not at_eof and threads > 1 and _fork_usable()
-    # Inline: small inputs never start a thread, nor fork.
-    inline_blocks = _FORK_AFTER_BLOCKS if use_processes else 1
-    done = 0
-    while at_eof or threads <= 1 or done < inline_blocks:
-        emit(slot, work(state, slot, n, first, at_eof))
-        if at_eof:
-            return written
-        first += chunks
-        done += 1
-        slot, n, at_eof = next(gen)
-
-    if use_processes and _fork_usable():
-        nworkers = min(threads, _MAX_PROCESSES)
-        depth = nworkers * _DEPTH_PER_THREAD
-        # Every buffer the workers will see must exist before the fork: the most ever in use
-        # is `depth` blocks in flight, plus the one being read ahead.
-        while len(slots) < depth + 2:
-            free.append(new_slot())
-        index = {id(s): i for i, s in enumerate(slots)}
-        try:
-            workers = _Workers(nworkers, work, state, slots)
-        except OSError:  # pragma: no cover - fork failed (e.g. process limit): use threads
-            workers = None
-        if workers is not None:
-            forked = True
-            pending: deque = deque()
-            ok = False
-            try:
-                seq = 0
-                while True:
-                    w = seq % nworkers
-                    seq += 1
-                    workers.submit(w, index[id(slot)], n, first, at_eof)
-                    pending.append((slot, w))
-                    if at_eof:
-                        break
-                    first += chunks
-                    while len(pending) >= depth:
-                        done_slot, w = pending.popleft()
-                        emit(done_slot, workers.result(w, index[id(done_slot)]))
-                    slot, n, at_eof = next(gen)
-                while pending:
-                    done_slot, w = pending.popleft()
-                    emit(done_slot, workers.result(w, index[id(done_slot)]))
-                ok = True
-            finally:
-                workers.close(kill=not ok)
-            return written
-
-    depth = threads * _DEPTH_PER_THREAD
-    pending = deque()
-    with _fast_gil_handoff():
-        from concurrent.futures import ThreadPoolExecutor  # only when threads run: it costs start-up time
-
-        pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kms-chunked")
-        try:
-            while True:
-                pending.append((slot, pool.submit(work, state, slot, n, first, at_eof)))
-                if at_eof:
-                    break
-                first += chunks
-                while len(pending) >= depth:
-                    done_slot, fut = pending.popleft()
-                    emit(done_slot, fut.result())
-                slot, n, at_eof = next(gen)
-            while pending:
-                done_slot, fut = pending.popleft()
-                emit(done_slot, fut.result())
-        finally:
-            for _, fut in pending:
-                fut.cancel()
-            pool.shutdown(wait=True)
-    return written
-
-
 def _run_blocks(work, state, views: list, threads: int | None):
     """Run work on in-memory blocks [(views, n, first, at_eof)], in parallel if there are several."""
     if len(views) > 1:
@@ -896,6 +343,8 @@ def _run_blocks(work, state, views: list, threads: int | None):
     if len(views) <= 1 or threads <= 1:
         return [work(state, *item) for item in views]
     from concurrent.futures import ThreadPoolExecutor
+
+    from kms_cli.crypto.streaming import _fast_gil_handoff
 
     with _fast_gil_handoff(), ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kms-chunked") as pool:
         futures = [pool.submit(work, state, *item) for item in views]
@@ -988,6 +437,8 @@ def encrypt_stream(
         salt = primitives.random_bytes(SALT_SIZE)
     elif len(salt) != SALT_SIZE:
         raise ValueError(f"salt must be {SALT_SIZE} bytes")
+    from kms_cli.crypto.streaming import _pump, _writeall
+
     st = _Cobblestone(key, salt, context)
     _writeall(dst, memoryview(bytes(salt) + st.commitment))
     return HEADER_SIZE + _pump(src, dst, _cob_seal_block, st, CHUNK_SIZE, _CT_CHUNK, _COB_BLOCK_CHUNKS, threads)
@@ -999,6 +450,8 @@ def decrypt_stream(key: bytes, context: bytes, src, dst, *, threads: int | None 
     The commitment is checked before any chunk; chunks are written in order and only once
     authenticated; the first failure raises IntegrityError after the authenticated prefix.
     """
+    from kms_cli.crypto.streaming import _pump, _readfull
+
     _check_open_key(key, KEY_SIZE)
     header = bytearray(HEADER_SIZE)
     if _readfull(src, memoryview(header)) < HEADER_SIZE:
@@ -1020,6 +473,8 @@ def age_encrypt_stream(file_key: bytes, src, dst, *, nonce: bytes | None = None,
         nonce = primitives.random_bytes(AGE_NONCE_SIZE)
     elif len(nonce) != AGE_NONCE_SIZE:
         raise ValueError(f"nonce must be {AGE_NONCE_SIZE} bytes")
+    from kms_cli.crypto.streaming import _pump, _writeall
+
     aead = _age_aead(file_key, nonce)
     _writeall(dst, memoryview(bytes(nonce)))
     return AGE_NONCE_SIZE + _pump(
@@ -1029,6 +484,8 @@ def age_encrypt_stream(file_key: bytes, src, dst, *, nonce: bytes | None = None,
 
 def age_decrypt_stream(file_key: bytes, src, dst, *, threads: int | None = None) -> int:
     """Decrypt age's payload from src to dst; returns plaintext bytes written (IntegrityError on failure)."""
+    from kms_cli.crypto.streaming import _pump, _readfull
+
     _check_open_key(file_key, AGE_FILE_KEY_SIZES)
     nonce = bytearray(AGE_NONCE_SIZE)
     if _readfull(src, memoryview(nonce)) < AGE_NONCE_SIZE:

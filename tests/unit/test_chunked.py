@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
-from kms_cli.crypto import chunked
+from kms_cli.crypto import chunked, streaming
 from kms_cli.errors import IntegrityError
 
 KEY = bytes(range(32))
@@ -199,7 +199,7 @@ def test_small_inputs_do_not_start_threads(monkeypatch):
 def test_memory_is_bounded(monkeypatch):
     """However long the stream, only a fixed number of block buffers is ever allocated."""
     made = []
-    real = chunked._Slot
+    real = streaming._Slot
 
     class Counting(real):
         __slots__ = ()
@@ -208,15 +208,15 @@ def test_memory_is_bounded(monkeypatch):
             made.append(1)
             super().__init__(*a)
 
-    monkeypatch.setattr(chunked, "_Slot", Counting)
+    monkeypatch.setattr(streaming, "_Slot", Counting)
     pt = message(24 * BLOCK + 1)
     for threads in (1, 2, 4):
         made.clear()
         ct = enc(pt, threads=threads)
-        assert len(made) <= (2 if threads == 1 else threads * chunked._DEPTH_PER_THREAD + 2)
+        assert len(made) <= (2 if threads == 1 else threads * streaming._DEPTH_PER_THREAD + 2)
         made.clear()
         assert dec(ct, threads=threads) == pt
-        assert len(made) <= (2 if threads == 1 else threads * chunked._DEPTH_PER_THREAD + 2)
+        assert len(made) <= (2 if threads == 1 else threads * streaming._DEPTH_PER_THREAD + 2)
 
 
 def test_switch_interval_is_restored_even_with_concurrent_streams():
@@ -598,7 +598,7 @@ def test_we_decrypt_the_age_binary_payload(tmp_path, age_identity):
 # --------------------------------------------------------------------------
 # Worker processes (large streams on POSIX).
 
-needs_fork = pytest.mark.skipif(not chunked._fork_usable(), reason="needs os.fork in a single-threaded process")
+needs_fork = pytest.mark.skipif(not streaming._fork_usable(), reason="needs os.fork in a single-threaded process")
 BIG = 40 * 2**20 + 12345  # ~40 blocks
 
 
@@ -623,12 +623,12 @@ def forks(monkeypatch):
     """Fork after 2 inline blocks; yields the list of fork() results seen by the parent."""
     if not os.path.isdir("/proc/self/task"):
         pytest.skip("needs /proc")
-    if not chunked._fork_usable():
+    if not streaming._fork_usable():
         # Session fixtures of other test modules (local servers) run threads in this process, so
         # kms-cli rightly refuses to fork here: test_process_path_in_a_clean_interpreter reruns these.
         pytest.skip("other threads run in this test process; rerun in a clean interpreter")
     before = set(_children())  # session fixtures may keep servers as children
-    monkeypatch.setattr(chunked, "_FORK_AFTER_BLOCKS", 2)
+    monkeypatch.setattr(streaming, "_FORK_AFTER_BLOCKS", 2)
     seen = []
     real_fork = os.fork
 
@@ -753,14 +753,14 @@ def test_processes_dead_worker_raises_instead_of_hanging(forks, monkeypatch):
 def plans(monkeypatch):
     """Records each read plan _pump makes (None: the parent reads every block)."""
     plans = []
-    real = chunked._read_plan
+    real = streaming._read_plan
 
     def recording(src, block, threads):
         plan = real(src, block, threads)
         plans.append(plan)
         return plan
 
-    monkeypatch.setattr(chunked, "_read_plan", recording)
+    monkeypatch.setattr(streaming, "_read_plan", recording)
     return plans
 
 
@@ -781,7 +781,7 @@ def _run(fn, path: str, skip: int, *args, **kw) -> bytes:
 
 @needs_fork
 def test_processes_worker_read_files_round_trip_at_block_boundaries(forks, plans, tmp_path):
-    m = chunked._FORK_AFTER_BLOCKS + 3
+    m = streaming._FORK_AFTER_BLOCKS + 3
     for size in (m * BLOCK - 1, m * BLOCK, m * BLOCK + 1, (m + 1) * BLOCK + C - 1, (m + 1) * BLOCK + C):
         pt = message(size, size)
         ct = reference_seal(pt)
@@ -822,7 +822,7 @@ def test_processes_worker_read_tamper_writes_exactly_the_authenticated_prefix(fo
 def test_processes_worker_read_file_that_grows_is_read_to_its_new_end(forks, monkeypatch, tmp_path):
     pt = message(BIG, 5)
     path = _file(tmp_path, pt[: 30 * BLOCK + 7])
-    real = chunked._read_plan
+    real = streaming._read_plan
 
     def then_grow(src, block, threads):
         plan = real(src, block, threads)
@@ -830,7 +830,7 @@ def test_processes_worker_read_file_that_grows_is_read_to_its_new_end(forks, mon
             f.write(pt[30 * BLOCK + 7 :])
         return plan
 
-    monkeypatch.setattr(chunked, "_read_plan", then_grow)
+    monkeypatch.setattr(streaming, "_read_plan", then_grow)
     assert _run(chunked.encrypt_stream, path, 0, KEY, CTX, salt=SALT, threads=2) == reference_seal(pt)
     assert forks
 
@@ -838,14 +838,14 @@ def test_processes_worker_read_file_that_grows_is_read_to_its_new_end(forks, mon
 @needs_fork
 def test_processes_worker_read_file_that_shrinks_fails_without_hanging(forks, monkeypatch, tmp_path):
     path = _file(tmp_path, message(BIG, 6))
-    real = chunked._read_plan
+    real = streaming._read_plan
 
     def then_truncate(src, block, threads):
         plan = real(src, block, threads)
         os.truncate(path, 12 * BLOCK)
         return plan
 
-    monkeypatch.setattr(chunked, "_read_plan", then_truncate)
+    monkeypatch.setattr(streaming, "_read_plan", then_truncate)
     out = io.BytesIO()
     with pytest.raises(chunked.InputChangedError, match="shrank"):
         with open(path, "rb") as src:
@@ -878,7 +878,7 @@ def test_small_streams_never_fork(monkeypatch):
         raise AssertionError("forked")
 
     monkeypatch.setattr(os, "fork", boom)
-    pt = message(chunked._FORK_AFTER_BLOCKS * BLOCK)  # the last block is found at end of file: inline
+    pt = message(streaming._FORK_AFTER_BLOCKS * BLOCK)  # the last block is found at end of file: inline
     assert dec(enc(pt, threads=4), threads=4) == pt
     a = io.BytesIO()
     chunked.age_encrypt_stream(bytes(16), io.BytesIO(message(8 * 2**20)), a, threads=4)
@@ -890,7 +890,7 @@ def test_multithreaded_callers_use_threads_not_fork(monkeypatch):
         raise AssertionError("forked")
 
     monkeypatch.setattr(os, "fork", boom)
-    monkeypatch.setattr(chunked, "_FORK_AFTER_BLOCKS", 1)
+    monkeypatch.setattr(streaming, "_FORK_AFTER_BLOCKS", 1)
     pt = message(6 * BLOCK + 1)
     ev = threading.Event()
     t = threading.Thread(target=ev.wait)
@@ -904,7 +904,7 @@ def test_multithreaded_callers_use_threads_not_fork(monkeypatch):
 
 def test_process_path_in_a_clean_interpreter():
     """When this test process runs other threads (so the fork tests above skip), run them in a fresh one."""
-    if chunked._fork_usable():
+    if streaming._fork_usable():
         pytest.skip("the process-path tests ran directly in this process")
     import subprocess
     import sys

@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 
 from kms_cli import runner
 from kms_cli.errors import AlreadyExistsError, UsageError
-from kms_cli.runner import Masker, build_env, mask_patterns
+from kms_cli.masking import Masker, mask_patterns
+from kms_cli.runner import build_env
 from kms_cli.secretvalue import SecretValue
 
 HARNESS = Path(__file__).with_name("runner_harness.py")

@@ -1,5 +1,6 @@
 """`python -m kms_cli` and the `kms-cli` console script."""
 
+import atexit
 import gc
 import os
 import sys
@@ -32,7 +33,7 @@ def _exit(code: int) -> None:
                 stream.flush()
     except (OSError, ValueError):  # e.g. a pipe closed since: the normal exit handles it as usual
         sys.exit(code)
-    ncallbacks = getattr(__import__("atexit"), "_ncallbacks", None)
+    ncallbacks = getattr(atexit, "_ncallbacks", None)  # CPython's count of registered handlers
     threading = sys.modules.get("threading")
     if (
         ncallbacks is None

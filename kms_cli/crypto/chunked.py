@@ -129,6 +129,11 @@ def default_threads() -> int:
     return max(1, min(_usable_cpus(), _MAX_THREADS))
 
 
+def resolve_threads(threads: int | None) -> int:
+    """The worker count for a `threads` argument: None means `default_threads()`."""
+    return default_threads() if threads is None else max(1, int(threads))
+
+
 def ciphertext_size(plaintext_size: int) -> int:
     """Length of the Cobblestone-256 ciphertext of a message of `plaintext_size` bytes."""
     return HEADER_SIZE + plaintext_size + (plaintext_size // CHUNK_SIZE + 1) * TAG
@@ -339,7 +344,7 @@ def _age_open_block(aead: ChaCha20Poly1305, v: _Views, n: int, first: int, at_eo
 def _run_blocks(work, state, views: list, threads: int | None):
     """Run work on in-memory blocks [(views, n, first, at_eof)], in parallel if there are several."""
     if len(views) > 1:
-        threads = default_threads() if threads is None else max(1, int(threads))
+        threads = resolve_threads(threads)
     if len(views) <= 1 or threads <= 1:
         return [work(state, *item) for item in views]
     from concurrent.futures import ThreadPoolExecutor

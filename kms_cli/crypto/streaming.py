@@ -33,12 +33,13 @@ import gc
 import io
 import mmap
 import os
+import stat
 import struct
 import sys
 import _thread
 from collections import deque
 
-from kms_cli.crypto.chunked import TAG, InputChangedError, WorkerError, _Views, default_threads
+from kms_cli.crypto.chunked import TAG, InputChangedError, WorkerError, _Views, resolve_threads
 from kms_cli.errors import IntegrityError
 
 # Blocks in flight per worker (bounds memory: about 2 MiB per block in flight).
@@ -356,10 +357,6 @@ class _Workers:
             raise interrupted
 
 
-def plan_threads(threads: int | None) -> int:
-    return default_threads() if threads is None else max(1, int(threads))
-
-
 def _read_plan(src, block: int, threads: int | None):
     """(file descriptor, `src`'s position, full blocks the workers read themselves) or None.
 
@@ -371,7 +368,7 @@ def _read_plan(src, block: int, threads: int | None):
     parent reading on, so a file that grew is read to its new end; a file found shorter
     than planned ends the run with InputChangedError, nothing released.
     """
-    if not _USE_PROCESSES or plan_threads(threads) <= 1 or not hasattr(os, "preadv"):
+    if not _USE_PROCESSES or resolve_threads(threads) <= 1 or not hasattr(os, "preadv"):
         return None
     try:
         fd = src.fileno()
@@ -379,8 +376,6 @@ def _read_plan(src, block: int, threads: int | None):
         start = src.tell()
     except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
         return None
-    import stat
-
     if not stat.S_ISREG(st.st_mode) or start < 0:
         return None
     count = (st.st_size - start - 1) // block  # full blocks before the last one
@@ -444,59 +439,61 @@ def _pump(src, dst, work, state, in_chunk: int, out_chunk: int, chunks: int, thr
         if err is not None:
             raise IntegrityError(err)
 
-    plan = _read_plan(src, block, threads)
-    if plan is not None:
-        infd, start, count = plan
-        nworkers = min(plan_threads(threads), _MAX_PROCESSES)
+    def in_processes(items, nworkers: int, first: int, infd: int = -1) -> bool:
+        """Run the blocks of `items` ((slot, n, at_eof, file offset or -1), in order) in forked
+        workers and write their results; False, with `items` untouched, if forking failed."""
+        nonlocal forked
         depth = nworkers * _DEPTH_PER_THREAD
+        # Every buffer the workers will see must exist before the fork: the most ever in use
+        # is `depth` blocks in flight, plus the one being read ahead.
         while len(slots) < depth + 2:
             free.append(new_slot())
         index = {id(s): i for i, s in enumerate(slots)}
         try:
             workers = _Workers(nworkers, work, state, slots, infd)
-        except OSError:  # pragma: no cover - fork failed (e.g. process limit): read instead
-            workers = None
-        if workers is not None:
-            forked = True
-            pending: deque = deque()
-            ok = False
-            try:
-                seq = first = 0
-                # Workers read every block but the last themselves (full blocks, never the last:
-                # whether a block ends the stream is found by reading on after it).
-                for i in range(count + 1):
-                    if i < count:
-                        slot, n, at_eof, offset = acquire(), block, False, start + i * block
-                    else:
-                        src.seek(start + count * block)
-                        gen = blocks()
-                        slot, n, at_eof = next(gen)
-                        offset = -1
-                    while True:
-                        w = seq % nworkers
-                        seq += 1
-                        workers.submit(w, index[id(slot)], n, first, at_eof, offset)
-                        pending.append((slot, w))
-                        first += chunks
-                        while len(pending) >= depth:
-                            done_slot, w = pending.popleft()
-                            emit(done_slot, workers.result(w, index[id(done_slot)]))
-                        if offset >= 0 or at_eof:
-                            break
-                        slot, n, at_eof = next(gen)  # the tail (and whatever the file grew by)
-                while pending:
+        except OSError:  # pragma: no cover - fork failed (e.g. process limit)
+            return False
+        forked = True
+        pending: deque = deque()
+        ok = False
+        try:
+            for seq, (slot, n, at_eof, offset) in enumerate(items):
+                w = seq % nworkers
+                workers.submit(w, index[id(slot)], n, first, at_eof, offset)
+                pending.append((slot, w))
+                first += chunks
+                while len(pending) > (0 if at_eof else depth - 1):  # at the end: all of them
                     done_slot, w = pending.popleft()
                     emit(done_slot, workers.result(w, index[id(done_slot)]))
-                ok = True
-            finally:
-                workers.close(kill=not ok)
+                if at_eof:
+                    break
+            ok = True
+        finally:
+            workers.close(kill=not ok)
+        return True
+
+    plan = _read_plan(src, block, threads)
+    if plan is not None:
+        infd, start, count = plan
+
+        def planned():
+            # Workers read every block but the last themselves (full blocks, never the last:
+            # whether a block ends the stream is found by reading on after it).
+            for i in range(count):
+                yield acquire(), block, False, start + i * block
+            src.seek(start + count * block)
+            for slot, n, at_eof in blocks():  # the tail (and whatever the file grew by)
+                yield slot, n, at_eof, -1
+
+        if in_processes(planned(), min(resolve_threads(threads), _MAX_PROCESSES), 0, infd):
             return written
+        # fork failed: read the stream below instead
 
     gen = blocks()
     first = 0
     slot, n, at_eof = next(gen)
     if not at_eof:
-        threads = plan_threads(threads)
+        threads = resolve_threads(threads)
     use_processes = not at_eof and threads > 1 and _fork_usable()
     # Inline: small inputs never start a thread, nor fork.
     inline_blocks = _FORK_AFTER_BLOCKS if use_processes else 1
@@ -510,42 +507,14 @@ def _pump(src, dst, work, state, in_chunk: int, out_chunk: int, chunks: int, thr
         slot, n, at_eof = next(gen)
 
     if use_processes and _fork_usable():
-        nworkers = min(threads, _MAX_PROCESSES)
-        depth = nworkers * _DEPTH_PER_THREAD
-        # Every buffer the workers will see must exist before the fork: the most ever in use
-        # is `depth` blocks in flight, plus the one being read ahead.
-        while len(slots) < depth + 2:
-            free.append(new_slot())
-        index = {id(s): i for i, s in enumerate(slots)}
-        try:
-            workers = _Workers(nworkers, work, state, slots)
-        except OSError:  # pragma: no cover - fork failed (e.g. process limit): use threads
-            workers = None
-        if workers is not None:
-            forked = True
-            pending: deque = deque()
-            ok = False
-            try:
-                seq = 0
-                while True:
-                    w = seq % nworkers
-                    seq += 1
-                    workers.submit(w, index[id(slot)], n, first, at_eof)
-                    pending.append((slot, w))
-                    if at_eof:
-                        break
-                    first += chunks
-                    while len(pending) >= depth:
-                        done_slot, w = pending.popleft()
-                        emit(done_slot, workers.result(w, index[id(done_slot)]))
-                    slot, n, at_eof = next(gen)
-                while pending:
-                    done_slot, w = pending.popleft()
-                    emit(done_slot, workers.result(w, index[id(done_slot)]))
-                ok = True
-            finally:
-                workers.close(kill=not ok)
+        def rest():
+            yield slot, n, at_eof, -1
+            for item in gen:
+                yield (*item, -1)
+
+        if in_processes(rest(), min(threads, _MAX_PROCESSES), first):
             return written
+        # fork failed: use threads
 
     depth = threads * _DEPTH_PER_THREAD
     pending = deque()

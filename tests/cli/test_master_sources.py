@@ -50,7 +50,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.servers import gnome_keyring, softhsm
+from tests.servers import gnome_keyring, skip_or_fail, softhsm
 from tests.servers.faults import HangServer, StatusServer
 from tests.servers.wire import SelfSignedCert, WireServer
 
@@ -61,13 +61,6 @@ FAULT_ENV = {"KMS_CLI_TIMEOUT": "2", "KMS_CLI_RETRIES": "1"}
 FAULT_TIMEOUT = 2.0
 STARTUP = 3.0  # a CLI process with a cloud SDK imported, on a loaded CI machine
 SOURCES = ("keyring", "pkcs11", "aws-kms", "gcp-kms", "azure-kv", "hcvault")
-
-
-def skip_or_fail(reason: str) -> None:
-    """Skip when a server cannot run here; in CI (CI=true) fail instead: CI must run them all."""
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{reason}; CI must run every server test", pytrace=False)
-    pytest.skip(reason)
 
 
 # -- helpers ------------------------------------------------------------------------------------

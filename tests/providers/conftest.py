@@ -11,15 +11,8 @@ _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 if _REPO not in sys.path:  # `tests.servers` and `tests.providers.contract` import from the repo root
     sys.path.insert(0, _REPO)
 
-from tests.servers import gnome_keyring, softhsm  # noqa: E402
+from tests.servers import gnome_keyring, skip_or_fail, softhsm  # noqa: E402
 from tests.servers.wire import SelfSignedCert  # noqa: E402
-
-
-def skip_or_fail(reason: str) -> None:
-    """Skip a server test whose binaries are missing; in CI (CI=true) fail instead: CI must run them all."""
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{reason}; CI must run every server test (scripts/test installs them)", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

@@ -47,8 +47,9 @@ class ArmorWriter(io.RawIOBase):
 class ArmorReader(io.RawIOBase):
     """Decodes an armored block from `src` (positioned after the BEGIN line) as a binary stream.
 
-    Strict, like age: lines of exactly 64 characters except the last, canonical
-    padding, nothing but whitespace after the END line.
+    Strict, like age: lines of exactly 64 characters except the last, canonical base64
+    (the last line decodes and re-encodes to itself: its padding complete, no stray bits
+    before it), nothing but whitespace after the END line.
     """
 
     def __init__(self, src):
@@ -85,14 +86,25 @@ class ArmorReader(io.RawIOBase):
                 break
             if self.short_seen or len(stripped) > LINE or not stripped:
                 raise IntegrityError("malformed armored input")
-            if len(stripped) < LINE:
-                self.short_seen = True
+            if len(stripped) < LINE or stripped.endswith(b"="):
+                self.short_seen = True  # the last line: only it may be short or padded
+                if not _canonical(stripped):
+                    raise IntegrityError("malformed armored input: not canonical base64")
             lines.append(stripped)
         if lines:
             try:
                 self.pending += base64.b64decode(b"".join(lines), validate=True)
             except (binascii.Error, ValueError):
                 raise IntegrityError("malformed armored input") from None
+
+
+def _canonical(line: bytes) -> bool:
+    """True if `line` is the one base64 encoding of what it decodes to (as age requires): no
+    unused bits set before the padding, the padding present and complete."""
+    try:
+        return base64.b64encode(base64.b64decode(line, validate=True)) == line
+    except (binascii.Error, ValueError):
+        return False
 
 
 def open_input(src):

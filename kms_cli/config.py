@@ -16,6 +16,27 @@ SETTINGS = {
     "no_color": ("NO_COLOR", None),
 }
 
+# config.toml key -> the TOML types it takes, as said in an error
+_TYPES = {
+    "vault": ((str,), "a string"),
+    "namespace": ((str,), "a string"),
+    "unlock": ((str,), "a string"),
+    "passphrase_file": ((str,), "a string"),
+    "timeout": ((int, float, str), "a number of seconds"),
+    "retries": ((int, str), "a whole number"),
+    "no_color": ((bool,), "true or false"),
+}
+MAX_TIMEOUT = 3600  # seconds per provider call: KMS_CLI_TIMEOUT is more than 0 and at most this
+MAX_RETRIES = 100  # KMS_CLI_RETRIES is from 0 to this
+
+
+def _toml_type(value) -> str:
+    for kind, name in ((bool, "a boolean"), (int, "an integer"), (float, "a float"), (str, "a string"),
+                       (list, "an array"), (dict, "a table")):
+        if isinstance(value, kind):
+            return name
+    return "a date or time"
+
 
 def _user_dir(kind: str, environ) -> str:
     """platformdirs' user_config_dir / user_data_dir for "kms-cli".
@@ -62,6 +83,10 @@ def _load_file(path: str) -> dict:
     if unknown:
         raise UsageError(f"unknown setting {sorted(unknown)[0]!r} in {path}",
                          hint="known settings: " + ", ".join(SETTINGS))
+    for key, value in data.items():
+        kinds, what = _TYPES[key]
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise UsageError(f"setting {key} in {path} must be {what}, not {_toml_type(value)}")
     return data
 
 
@@ -89,19 +114,32 @@ def resolve(flags: dict, environ) -> Settings:
         if file_values is None:
             file_values = _load_file(config_path(environ))
         values[key] = file_values.get(key, default)
-    try:
-        timeout = float(values["timeout"])
-        retries = int(values["retries"])
-    except (TypeError, ValueError):
-        raise UsageError("KMS_CLI_TIMEOUT must be a number of seconds and KMS_CLI_RETRIES a whole number") from None
-    if timeout <= 0 or retries < 0:
-        raise UsageError("KMS_CLI_TIMEOUT must be positive and KMS_CLI_RETRIES not negative")
     return Settings(
         vault=values["vault"] or default_vault_path(environ),
         namespace=values["namespace"] or "",
         unlock=values["unlock"] or None,
         passphrase_file=values["passphrase_file"],
-        timeout=timeout,
-        retries=retries,
+        timeout=_timeout(values["timeout"]),
+        retries=_retries(values["retries"]),
         no_color=bool(values["no_color"]) or "NO_COLOR" in environ,
     )
+
+
+def _timeout(raw) -> float:
+    """Seconds per provider call: more than 0, at most MAX_TIMEOUT (never NaN or infinite)."""
+    try:
+        timeout = float(raw)
+    except (TypeError, ValueError, OverflowError):
+        timeout = None
+    if timeout is None or not 0 < timeout <= MAX_TIMEOUT:  # NaN fails every comparison
+        raise UsageError(f"KMS_CLI_TIMEOUT must be a number of seconds above 0 and at most {MAX_TIMEOUT}, "
+                         f"got {str(raw)[:40]!r}")
+    return timeout
+
+
+def _retries(raw) -> int:
+    """Retries per provider call: a whole number from 0 to MAX_RETRIES."""
+    text = str(raw).strip()
+    if not (text.isascii() and text.isdigit()) or len(text.lstrip("0")) > 3 or int(text) > MAX_RETRIES:
+        raise UsageError(f"KMS_CLI_RETRIES must be a whole number from 0 to {MAX_RETRIES}, got {text[:40]!r}")
+    return int(text)

@@ -161,6 +161,37 @@ def github_env_text(
     return "".join(parts)
 
 
+def github_env_fd(github_env_path: str | None) -> int:
+    """Open the `GITHUB_ENV` file for appending (0600 if new): checked before any secret is read.
+
+    Raises:
+        UsageError: `github_env_path` is empty (``GITHUB_ENV`` unset: not in GitHub
+            Actions), or the file cannot be opened for writing.
+    """
+    if not github_env_path:
+        raise UsageError(
+            "GITHUB_ENV is not set",
+            hint="--format github works inside a GitHub Actions job; use --format sh elsewhere",
+        )
+    try:
+        return os.open(github_env_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise UsageError(f"cannot write GITHUB_ENV ({github_env_path}): {exc.strerror.lower()}") from None
+
+
+def github_texts(
+    mapping: Mapping[str, Value], *, token: Callable[[], str] = lambda: _random.token_hex(16)
+) -> tuple[str, str]:
+    """(what to append to `GITHUB_ENV`, the ``::add-mask::`` lines to print); validates every value."""
+    return github_env_text(mapping, token=token), "".join(mask_lines(mapping))
+
+
+def append_github_env(fd: int, text: str) -> None:
+    """Write `text` to the `GITHUB_ENV` descriptor from `github_env_fd`, and close it."""
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+
+
 def format_github(
     mapping: Mapping[str, Value],
     github_env_path: str | None,
@@ -174,16 +205,10 @@ def format_github(
 
     Raises:
         UsageError: `github_env_path` is empty (``GITHUB_ENV`` unset: not in GitHub
-            Actions), or a value is not UTF-8.
+            Actions) or cannot be opened, or a value is not UTF-8.
     """
     if not github_env_path:
-        raise UsageError(
-            "GITHUB_ENV is not set",
-            hint="--format github works inside a GitHub Actions job; use --format sh elsewhere",
-        )
-    text = github_env_text(mapping, token=token)  # validates every value before touching the file
-    masks = "".join(mask_lines(mapping))
-    fd = os.open(github_env_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
+        github_env_fd(github_env_path)  # raises: unset
+    text, masks = github_texts(mapping, token=token)  # validates every value before touching the file
+    append_github_env(github_env_fd(github_env_path), text)
     return masks

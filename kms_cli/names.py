@@ -8,6 +8,22 @@ from kms_cli.errors import UsageError
 
 _SEGMENT = re.compile(r"[A-Za-z0-9._-]+\Z")
 MAX_LEN = 256
+MAX_VERSION = 2**31 - 1  # the largest version number anything accepts: larger is exit 2, never an overflow later
+
+
+def parse_version(text: str, what: str = "version") -> int:
+    """A version number: ASCII digits, from 1 to MAX_VERSION; else UsageError (exit 2)."""
+    if not (text.isascii() and text.isdigit()):
+        if text[:1] == "-" and text[1:].isascii() and text[1:].isdigit():
+            raise UsageError(f"{what} must be a positive number")
+        raise UsageError(f"{what} must be a number, got {text[:40]!r}")
+    digits = text.lstrip("0") or "0"
+    n = int(digits) if len(digits) <= len(str(MAX_VERSION)) else MAX_VERSION + 1
+    if n < 1:
+        raise UsageError(f"{what} must be a positive number")
+    if n > MAX_VERSION:
+        raise UsageError(f"{what} must be a number from 1 to {MAX_VERSION}")
+    return n
 
 
 def validate(name: str, what: str = "name") -> str:

@@ -98,6 +98,91 @@ def _secure_create(path: str) -> None:
     os.close(fd)
 
 
+def vault_error(exc: sqlite3.Error, path: str | None, default: KmsError | None = None) -> KmsError | None:
+    """The error to report for SQLite's `exc` on the vault at `path`: what really happened.
+
+    Only SQLite's own verdict that the file is not a database or is corrupt is an integrity
+    failure (exit 5). A full disk, a read-only file or file system, a file that cannot be
+    opened, an I/O error or a lock held too long are exit 7: the vault is intact, the machine
+    cannot serve it now. SQLite's error name says which (its extended code, Python 3.11+;
+    before, its message); where it only says "I/O error" or "cannot open", the file system
+    is asked (read-only mount, no free space, no write permission). Else `default`.
+    """
+    name = getattr(exc, "sqlite_errorname", None) or _errorname_from_message(str(exc))
+    where = path or "the vault"
+    if name == "SQLITE_NOTADB" or name.startswith("SQLITE_CORRUPT"):
+        return _damaged(where)
+    if name == "SQLITE_FULL":
+        return _no_space(where)
+    if name.startswith("SQLITE_READONLY"):
+        return _cause_on_disk(path) or _read_only(where, "it cannot be written")
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return UnavailableError(f"the vault {where} is busy: another process held its lock too long",
+                                hint="retry when the other kms-cli command has finished")
+    if name.startswith(("SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_PERM", "SQLITE_NOMEM", "SQLITE_NOLFS")):
+        cause = _cause_on_disk(path)
+        if cause is not None:
+            return cause
+        if name.startswith("SQLITE_CANTOPEN"):
+            return UnavailableError(f"cannot open the vault {where} (or the -wal and -shm files beside it)")
+        if name.startswith("SQLITE_NOMEM"):
+            return UnavailableError(f"out of memory while using the vault {where}")
+        return UnavailableError(f"input/output error on the vault {where} ({name.lower()})",
+                                hint="check the disk and its file system; the vault was not changed")
+    return default
+
+
+def _errorname_from_message(message: str) -> str:
+    """SQLite's error name from its message, for Pythons before 3.11 (no sqlite_errorname)."""
+    m = message.lower()
+    for needle, name in (("not a database", "SQLITE_NOTADB"), ("malformed", "SQLITE_CORRUPT"),
+                         ("disk is full", "SQLITE_FULL"), ("readonly", "SQLITE_READONLY"),
+                         ("locked", "SQLITE_BUSY"), ("unable to open", "SQLITE_CANTOPEN"),
+                         ("disk i/o error", "SQLITE_IOERR"), ("out of memory", "SQLITE_NOMEM")):
+        if needle in m:
+            return name
+    return "SQLITE_ERROR"
+
+
+_LOW_SPACE = 1 << 20  # with less free space than this, an I/O error that SQLite does not explain is the full disk
+
+
+def _damaged(where: str) -> IntegrityError:
+    return IntegrityError(f"the vault file {where} is not a kms-cli vault or is damaged")
+
+
+def _no_space(where: str) -> UnavailableError:
+    return UnavailableError(f"no space left on device for the vault {where}",
+                            hint="free some space and retry; the vault was not changed")
+
+
+def _read_only(where: str, why: str) -> UnavailableError:
+    return UnavailableError(f"the vault is read-only: {where} ({why})",
+                            hint="kms-cli writes the vault file and the -wal and -shm files beside it, even to read")
+
+
+def _cause_on_disk(path: str | None) -> UnavailableError | None:
+    """A read-only file system, no free space or no write permission where the vault lives, if so."""
+    if not path:
+        return None
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fs = os.statvfs(directory)
+    except OSError:
+        fs = None
+    if fs is not None:
+        if fs.f_flag & os.ST_RDONLY:
+            return _read_only(path, "its file system is mounted read-only")
+        free = (fs.f_bfree if os.geteuid() == 0 else fs.f_bavail) * fs.f_frsize
+        if free < _LOW_SPACE:
+            return _no_space(path)
+    if not os.access(directory, os.W_OK):
+        return _read_only(path, f"no permission to write in {directory}")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        return _read_only(path, "no permission to write the file")
+    return None
+
+
 def _connect(path: str) -> sqlite3.Connection:
     old = os.umask(0o077)  # -wal and -shm are created 0600 as well
     try:
@@ -108,8 +193,8 @@ def _connect(path: str) -> sqlite3.Connection:
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
-    except sqlite3.DatabaseError as exc:
-        raise IntegrityError(f"the vault file {path} is not a kms-cli vault or is damaged") from exc
+    except sqlite3.Error as exc:
+        raise vault_error(exc, path, _damaged(path)) from exc
     finally:
         os.umask(old)
     conn.row_factory = sqlite3.Row
@@ -151,8 +236,9 @@ class Store:
         store = cls(path, _connect(path))
         try:
             version = store.schema_version()
-        except sqlite3.DatabaseError as exc:
-            raise IntegrityError(f"the vault file {path} is not a kms-cli vault or is damaged") from exc
+        except sqlite3.Error as exc:
+            store.close()
+            raise vault_error(exc, path, _damaged(path)) from exc
         if version == 0:
             raise IntegrityError(f"{path} is not a kms-cli vault")
         if version > SCHEMA_VERSION:
@@ -193,10 +279,14 @@ class Store:
             yield self
         except BaseException:
             self._depth = 0
-            self.conn.execute("ROLLBACK")
+            self._rollback()
             raise
         self._depth = 0
-        self._exec_txn("COMMIT")
+        try:
+            self._exec_txn("COMMIT")
+        except BaseException:
+            self._rollback()  # a failed COMMIT (disk full) leaves the transaction open: end it, change nothing
+            raise
 
     @contextmanager
     def read(self) -> Iterator["Store"]:
@@ -214,8 +304,16 @@ class Store:
     def _exec_txn(self, sql: str) -> None:
         try:
             self.conn.execute(sql)
-        except sqlite3.OperationalError as exc:
-            raise UnavailableError(f"the vault is busy or not writable: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise vault_error(exc, self.path, UnavailableError(f"cannot use the vault {self.path}: {exc}")) from exc
+
+    def _rollback(self) -> None:
+        """Roll back the open transaction unless SQLite already has (it may, on a full disk)."""
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the error being raised is the one to report; closing the connection rolls back
 
     @property
     def in_transaction(self) -> bool:

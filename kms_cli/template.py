@@ -3,7 +3,7 @@
 A reference is ``{{``, optional blanks (spaces, tabs), ``kms://NAME`` with an optional
 ``?version=N``, optional blanks, ``}}``. NAME follows the name rules of the spec
 (segments of ``[A-Za-z0-9._-]``, joined by ``/``, no empty, ``.`` or ``..`` segment, at
-most 256 characters); N is a positive integer. Anything that starts like a reference
+most 256 characters); N is a positive integer (at most 2**31 - 1). Anything that starts like a reference
 (``{{ kms://``) but does not parse is a usage error rather than text passed through, so
 a typo never ships a template with a hole in it. Every other byte passes through
 unchanged; a template is bytes and need not be UTF-8.
@@ -47,6 +47,14 @@ def _malformed(template: bytes, offset: int) -> UsageError:
     )
 
 
+def _version(template: bytes, offset: int, digits: bytes) -> int:
+    from kms_cli.names import MAX_VERSION
+
+    if len(digits) > len(str(MAX_VERSION)) or int(digits) > MAX_VERSION:
+        raise UsageError(f"template line {_line(template, offset)}: version is larger than {MAX_VERSION}")
+    return int(digits)
+
+
 def _scan(template: bytes) -> list[tuple[int, int, Reference]]:
     """(start, end, reference) of every reference, in order; raises on a malformed one."""
     found = []
@@ -58,7 +66,7 @@ def _scan(template: bytes) -> list[tuple[int, int, Reference]]:
         name = inner.group(1).decode("ascii")
         if not _valid_name(name):
             raise _malformed(template, m.start())
-        version = int(inner.group(2)) if inner.group(2) else None
+        version = _version(template, m.start(), inner.group(2)) if inner.group(2) else None
         found.append((m.start(), m.end(), Reference(name, version)))
         matched_starts.add(m.start())
     for m in _OPENING.finditer(template):

@@ -10,6 +10,56 @@ from kms_cli import config
 from kms_cli.errors import UsageError
 
 
+class ClosedStream:
+    """Stands in for a standard stream that was closed when kms-cli started (`>&-`, `<&-`).
+
+    Writing the output to a closed stdout, or reading a value from a closed stdin, is a
+    usage error (exit 2) at the moment it is tried; a closed stderr swallows messages
+    (the exit code still tells). Its descriptor is held on /dev/null, close-on-exec, so no
+    file kms-cli opens (an output, a secret's env file) can take its number.
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+
+    @property
+    def buffer(self):
+        return self
+
+    def _closed(self) -> UsageError:
+        return UsageError(f"standard {'input' if self.name == 'stdin' else 'output'} is closed",
+                          hint="redirect it (e.g. >/dev/null or </dev/null) instead of closing it")
+
+    def write(self, data) -> int:
+        if self.name == "stderr":
+            return len(data)
+        raise self._closed()
+
+    def read(self, *args):
+        raise self._closed()
+
+    readline = readinto = read
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        import io
+
+        raise io.UnsupportedOperation(f"{self.name} is closed")
+
+    def readable(self) -> bool:
+        return self.name == "stdin"
+
+    def writable(self) -> bool:
+        return self.name != "stdin"
+
+    closed = False
+
+
 class Ctx:
     def __init__(self, flags: dict, environ=None):
         self.environ = dict(os.environ if environ is None else environ)
@@ -78,6 +128,12 @@ class Ctx:
         return first
 
     # -- output --------------------------------------------------------------
+    def need_stdout(self) -> None:
+        """Fail now, before the vault is read, when the output cannot go anywhere (stdout closed):
+        the audit entry then records no read the user never received."""
+        if isinstance(self.stdout, ClosedStream):
+            raise self.stdout._closed()
+
     def info(self, message: str) -> None:
         if not self.quiet:
             print(f"kms-cli: {message}", file=self.stderr)

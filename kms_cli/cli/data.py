@@ -64,6 +64,7 @@ def rewrap(ctx, input, output) -> int:  # noqa: A002
 def datakey(ctx, key) -> int:
     from kms_cli.vault import data
 
+    ctx.need_stdout()
     with ctx.vault() as vault:
         ctx.emit_json(data.datakey(vault, key))
     return 0

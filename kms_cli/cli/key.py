@@ -30,6 +30,8 @@ def create(ctx, name, algorithm, rotate_every, description, label) -> int:
     from kms_cli.vault import keys
 
     every = parse_duration(rotate_every) if rotate_every else None
+    if every == 0:
+        raise UsageError("option --rotate-every must be longer than 0s")
     labels = ctx.parse_map(label, "label")
     with ctx.vault() as vault:
         k = keys.create(vault, name, algorithm, every, description, labels)

@@ -37,14 +37,20 @@ _GLOBAL = _index(spec.GLOBAL_OPTS)
 
 
 def _convert(o: spec.Opt, raw: str, flag: str):
-    if o.kind == "int":
+    if not raw and not o.empty:
+        raise UsageError(f"option {flag} needs a value, got an empty one")
+    if o.kind == "int":  # a version: 1 to names.MAX_VERSION
+        from kms_cli.names import parse_version
+
+        return parse_version(raw, f"option {flag}")
+    if o.kind == "dur":
+        from kms_cli.durations import parse_duration
+
         try:
-            n = int(raw)
-        except ValueError:
-            raise UsageError(f"option {flag} expects a number, got {raw!r}") from None
-        if n < 1:
-            raise UsageError(f"option {flag} expects a positive number")
-        return n
+            parse_duration(raw)  # bounded here; the handler receives the text
+        except UsageError as exc:
+            raise UsageError(f"option {flag}: {exc.message}", hint=exc.hint) from None
+        return raw
     if o.choices and raw not in o.choices:
         raise UsageError(f"invalid value {raw!r} for {flag}", hint="choose one of: " + ", ".join(o.choices))
     return raw

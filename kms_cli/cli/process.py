@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from kms_cli import fileio
@@ -56,16 +57,34 @@ def exec_(ctx, command, secret, all, prefix, pristine, no_clobber, mask, env_fil
 
 def env(ctx, secret, all, prefix, format) -> int:  # noqa: A002
     from kms_cli import envformat
+    from kms_cli.vault import secrets
 
-    with ctx.vault() as vault:
-        mapping = _selection(ctx, vault, secret, all, prefix)
-        values = _values(vault, mapping, "env")
-    if format == "github":
-        text = envformat.format_github(values, ctx.environ.get("GITHUB_ENV"))
-    else:
-        text = {"sh": envformat.format_sh, "dotenv": envformat.format_dotenv,
-                "json": envformat.format_json}[format](values)
-    ctx.stdout.write(text.encode())
+    # Everything that can refuse is checked before the audited read or inside it, so the entry's
+    # result is what the user sees: GITHUB_ENV unset or unwritable before, a value a format
+    # cannot carry (not UTF-8, a NUL for sh) inside.
+    ctx.need_stdout()
+    github_fd = envformat.github_env_fd(ctx.environ.get("GITHUB_ENV")) if format == "github" else None
+    try:
+        out: dict[str, str] = {}
+
+        def render(got) -> None:
+            values = {var: got[(name, None)] for var, name in mapping.items()}
+            if format == "github":
+                out["github_env"], out["text"] = envformat.github_texts(values)
+            else:
+                out["text"] = {"sh": envformat.format_sh, "dotenv": envformat.format_dotenv,
+                               "json": envformat.format_json}[format](values)
+
+        with ctx.vault() as vault:
+            mapping = _selection(ctx, vault, secret, all, prefix)
+            secrets.get_many(vault, [(name, None) for name in dict.fromkeys(mapping.values())], "env", check=render)
+        if github_fd is not None:
+            fd, github_fd = github_fd, None
+            envformat.append_github_env(fd, out["github_env"])
+    finally:
+        if github_fd is not None:
+            os.close(github_fd)
+    ctx.stdout.write(out["text"].encode())
     return 0
 
 
@@ -75,11 +94,12 @@ def inject(ctx, input, output) -> int:  # noqa: A002
 
     tpl = fileio.read_input(input)
     refs = template.references(tpl)
-    with ctx.vault() as vault:
-        got = secrets.get_many(vault, [(r.name, r.version) for r in refs], "inject")
-    rendered = template.render(tpl, lambda name, version: got[(name, version)])
+    # The output is opened (its directory checked, its temporary file made) before the audited
+    # read, so a bad -o is refused with no entry rather than after an "ok" one.
     with fileio.atomic_output(output) as dst:
-        dst.write(rendered)
+        with ctx.vault() as vault:
+            got = secrets.get_many(vault, [(r.name, r.version) for r in refs], "inject")
+        dst.write(template.render(tpl, lambda name, version: got[(name, version)]))
     return 0
 
 
@@ -97,8 +117,7 @@ def read(ctx, reference) -> int:
         raise UsageError("a kms:// reference takes only ?version=N")
     version = None
     if "version" in query:
-        try:
-            version = int(query["version"][-1])
-        except ValueError:
-            raise UsageError("version must be a number") from None
+        from kms_cli.names import parse_version
+
+        version = parse_version(query["version"][-1])
     return secret_cmds.get(ctx, name, version)

@@ -22,6 +22,8 @@ def put(ctx, name, from_file, ttl, tag) -> int:
     from kms_cli.vault import secrets
 
     seconds = parse_duration(ttl) if ttl else None
+    if seconds == 0:
+        raise UsageError("option --ttl must be longer than 0s", hint="leave --ttl out for a value that never expires")
     tags = ctx.parse_map(tag, "tag") if tag else None
     value = _read_value(ctx, from_file)
     with ctx.vault() as vault:
@@ -33,6 +35,7 @@ def put(ctx, name, from_file, ttl, tag) -> int:
 def get(ctx, name, version, op: str = "secret.get") -> int:
     from kms_cli.vault import secrets
 
+    ctx.need_stdout()
     with ctx.vault() as vault:
         got_version, value = secrets.get(vault, name, version, op=op)
     raw = value.reveal()
@@ -95,6 +98,10 @@ def import_(ctx, file) -> int:
     except UnicodeDecodeError:
         raise UsageError("the dotenv file is not UTF-8") from None
     items = [(k, v.encode()) for k, v in dotenv.parse(text)]
+    for k, v in items:  # the same limit as `secret put`, before anything is opened or stored
+        if len(v) > secrets.MAX_VALUE:
+            raise UsageError(f"the value of {k[:256]} is larger than {secrets.MAX_VALUE} bytes",
+                             hint="store files with `kms-cli encrypt`")
     with ctx.vault() as vault:
         done = secrets.import_items(vault, items)
     ctx.emit(done, lambda d: ctx.info(f"imported {len(d)} secrets"))

@@ -11,10 +11,16 @@ from kms_cli.record import Record as _Record
 
 
 class Opt(_Record):
-    """An option: flags, destination, help; kind is str | int | flag | multi (repeatable str)."""
+    """An option: flags, destination, help; kind is str | int | dur | flag | multi (repeatable str).
 
-    __slots__ = ("flags", "dest", "help", "kind", "metavar", "default", "choices", "required", "envvar")
-    _defaults = {"kind": "str", "metavar": None, "default": None, "choices": None, "required": False, "envvar": None}
+    `int` is a whole number from 1 to names.MAX_VERSION; `dur` a duration of at most 100 years,
+    checked by the parser and handed to the handler as text. An empty value is a usage error
+    unless `empty` (where "" means something: the root namespace, no prefix).
+    """
+
+    __slots__ = ("flags", "dest", "help", "kind", "metavar", "default", "choices", "required", "envvar", "empty")
+    _defaults = {"kind": "str", "metavar": None, "default": None, "choices": None, "required": False, "envvar": None,
+                 "empty": False}
 
 
 class Arg(_Record):
@@ -37,7 +43,8 @@ class Group(_Record):
 
 GLOBAL_OPTS = (
     Opt(("--vault",), "vault", "Vault file (a SQLite database).", metavar="PATH", envvar="KMS_CLI_VAULT"),
-    Opt(("--namespace",), "namespace", "Scope every name to this namespace.", metavar="NS", envvar="KMS_CLI_NAMESPACE"),
+    Opt(("--namespace",), "namespace", "Scope every name to this namespace.", metavar="NS", envvar="KMS_CLI_NAMESPACE",
+        empty=True),
     Opt(("--json",), "json", "Machine output: one JSON document on stdout.", kind="flag"),
     Opt(("--unlock",), "unlock", "Unlock with this slot's source instead of trying slots in order.",
         metavar="SOURCE", envvar="KMS_CLI_UNLOCK"),
@@ -57,7 +64,7 @@ GROUPS = (
 _CTX = Opt(("--context",), "context", "Associated context K=V, bound into the ciphertext (repeatable).",
            kind="multi", metavar="K=V")
 _SIG_CTX = Opt(("--context",), "context", "Context string bound into the signature (ML-DSA's context).",
-               metavar="CTX")
+               metavar="CTX", empty=True)
 _IN = Opt(("-i", "--in"), "input", "Input file ('-' for stdin).", metavar="IN", default="-")
 _OUT = Opt(("-o", "--out"), "output", "Output file ('-' for stdout).", metavar="OUT", default="-")
 _CREATE_KEY = Opt(("--create-key",), "create_key",
@@ -94,7 +101,7 @@ COMMANDS = (
         opts=(Opt(("--force",), "force", "Replace an existing vault.", kind="flag"),)),
     # -- audit ---------------------------------------------------------------
     Cmd(("audit", "log"), "Show audit entries.", "kms_cli.cli.audit_cmds:log",
-        opts=(Opt(("--since",), "since", "Only entries newer than DUR ago.", metavar="DUR"),
+        opts=(Opt(("--since",), "since", "Only entries newer than DUR ago.", metavar="DUR", kind="dur"),
               Opt(("--target",), "target", "Only entries for this name.", metavar="NAME"),
               Opt(("--op",), "op", "Only this operation (e.g. secret.get).", metavar="OP"),
               Opt(("--follow", "-f"), "follow", "Keep printing new entries as they land.", kind="flag"))),
@@ -103,13 +110,15 @@ COMMANDS = (
         opts=(_OUT,)),
     Cmd(("audit", "prune"), "Remove entries older than DUR, leaving a MACed checkpoint.",
         "kms_cli.cli.audit_cmds:prune",
-        opts=(Opt(("--before",), "before", "Remove entries older than DUR.", metavar="DUR", required=True),)),
+        opts=(Opt(("--before",), "before", "Remove entries older than DUR.", metavar="DUR", required=True,
+                  kind="dur"),)),
     # -- keys ----------------------------------------------------------------
     Cmd(("key", "create"), "Create a key.", "kms_cli.cli.key:create", args=(_NAME_KEY,),
         opts=(Opt(("--algorithm",), "algorithm", "Key algorithm (default aes-256-gcm).", metavar="ALG",
                   default="aes-256-gcm"),
-              Opt(("--rotate-every",), "rotate_every", "Rotation schedule, e.g. 90d or P90D.", metavar="DUR"),
-              Opt(("--description",), "description", "Free text.", metavar="TEXT"),
+              Opt(("--rotate-every",), "rotate_every", "Rotation schedule, e.g. 90d or P90D.", metavar="DUR",
+                  kind="dur"),
+              Opt(("--description",), "description", "Free text.", metavar="TEXT", empty=True),
               Opt(("--label",), "label", "Label K=V (repeatable).", kind="multi", metavar="K=V"))),
     Cmd(("key", "list"), "List keys.", "kms_cli.cli.key:list_"),
     Cmd(("key", "show"), "Show a key and every version's state (never material).", "kms_cli.cli.key:show",
@@ -118,7 +127,7 @@ COMMANDS = (
         "kms_cli.cli.key:rotate", args=(Arg("name", "Key name.", required=False, metavar="NAME"),),
         opts=(Opt(("--reason",), "reason", "scheduled, manual or compromise (revokes older versions).",
                   metavar="REASON", default="manual", choices=("scheduled", "manual", "compromise")),
-              Opt(("--grace",), "grace", "Older versions stop decrypting after DUR.", metavar="DUR"),
+              Opt(("--grace",), "grace", "Older versions stop decrypting after DUR.", metavar="DUR", kind="dur"),
               Opt(("--due",), "due", "Rotate every key whose schedule has elapsed (for cron).", kind="flag"))),
     Cmd(("key", "revoke"), "Revoke a version, or every version: it never encrypts or decrypts again.",
         "kms_cli.cli.key:revoke", args=(_NAME_KEY,),
@@ -127,7 +136,7 @@ COMMANDS = (
     Cmd(("key", "enable"), "Resume a disabled key.", "kms_cli.cli.key:enable", args=(_NAME_KEY,)),
     Cmd(("key", "destroy"), "Schedule deletion of a key's material (default after 7 days).",
         "kms_cli.cli.key:destroy", args=(_NAME_KEY,),
-        opts=(Opt(("--after",), "after", "Destroy window, e.g. 7d.", metavar="DUR"),)),
+        opts=(Opt(("--after",), "after", "Destroy window, e.g. 7d.", metavar="DUR", kind="dur"),)),
     Cmd(("key", "cancel-destroy"), "Cancel a scheduled destruction.", "kms_cli.cli.key:cancel_destroy",
         args=(_NAME_KEY,)),
     Cmd(("key", "public"), "Export a key's public half.", "kms_cli.cli.sign:public",
@@ -159,7 +168,7 @@ COMMANDS = (
     Cmd(("secret", "put"), "Store a new version of a secret (value from stdin or a hidden prompt).",
         "kms_cli.cli.secret:put", args=(_NAME_SECRET,),
         opts=(Opt(("--from-file",), "from_file", "Read the value from this file.", metavar="F"),
-              Opt(("--ttl",), "ttl", "The value expires after DUR.", metavar="DUR"),
+              Opt(("--ttl",), "ttl", "The value expires after DUR.", metavar="DUR", kind="dur"),
               Opt(("--tag",), "tag", "Tag K=V (repeatable).", kind="multi", metavar="K=V")),
         extra_arg_hint="values are never read from the command line: pipe it on stdin, "
                        "e.g. `printf %s \"$VALUE\" | kms-cli secret put NAME`, or use --from-file"),
@@ -181,7 +190,7 @@ _SECRET_VAR = Opt(("--secret", "-s"), "secret", "Secret to inject, as NAME or NA
                   kind="multi", metavar="NAME[=VAR]")
 _ALL = Opt(("--all",), "all", "Every secret of the current namespace.", kind="flag")
 _PREFIX = Opt(("--prefix",), "prefix", "Prefix for variable names derived from secret names.", metavar="P",
-              default="")
+              default="", empty=True)
 
 COMMANDS = COMMANDS + (
     # -- processes -----------------------------------------------------------

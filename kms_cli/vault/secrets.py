@@ -65,7 +65,8 @@ def _open(vault, row, name: str) -> SecretValue:
     return SecretValue(vault.open_secret(row["name"], row["version"], row["value"], row["expires"]))
 
 
-def get_many(vault, refs: list[tuple[str, int | None]], op: str) -> dict[tuple[str, int | None], SecretValue]:
+def get_many(vault, refs: list[tuple[str, int | None]], op: str,
+             check=None) -> dict[tuple[str, int | None], SecretValue]:
     """Several secrets read as one audited operation (exec, env, inject): all or nothing.
 
     `refs` are (name, version or None for the current one); the entry's target lists the
@@ -79,6 +80,8 @@ def get_many(vault, refs: list[tuple[str, int | None]], op: str) -> dict[tuple[s
             row = _current(vault, full, name, version)
             out[(name, version)] = _open(vault, row, name)
         rec.extra = {"count": len(out)}
+        if check is not None:  # the caller's checks of what it will output: a refusal is this entry's result
+            check(out)
         return out
 
 

@@ -327,7 +327,13 @@ class Store:
         return self.conn.execute(sql, params).fetchall()
 
     def run(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
-        return self.conn.execute(sql, params)
+        try:
+            return self.conn.execute(sql, params)
+        except sqlite3.Error as exc:  # a write that fails for a full disk or a read-only vault: exit 7, say so
+            err = vault_error(exc, self.path)
+            if err is None:
+                raise
+            raise err from exc
 
     # -- meta ----------------------------------------------------------------
     def get_meta(self, k: str) -> str | None:

@@ -136,6 +136,12 @@ def _check_database(report: Report, path: str) -> bool:
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.DatabaseError as exc:
+            from kms_cli.store import vault_error  # a full disk or a read-only vault is exit 7, not damage
+
+            err = vault_error(exc, path)
+            if err is not None and err.exit_code != 5:
+                report.add("vault.schema", FAIL, err.message, err.exit_code)
+                return False
             report.add("vault.schema", FAIL, f"not a readable database: {exc}", 5)
             return False
         if version == 0:

@@ -67,10 +67,11 @@ def test_full_disk_is_no_space_not_damage(kms, small_fs):
     kms.ok("secret", "put", "app/a", input=b"value-a", env=env)
 
     filler = _fill(small_fs)
-    r = kms("secret", "put", "app/b", input=b"b" * 5000, env=env)
-    assert r.code == 7, r.err
-    assert "no space left on device" in r.err and "damaged" not in r.err
-    _no_traceback(r)
+    for args in (("secret", "put", "app/b"), ("health",)):
+        r = kms(*args, input=b"b" * 5000, env=env)
+        assert r.code == 7, (args, r.err)
+        assert "no space left on device" in r.err and "damaged" not in r.err
+        _no_traceback(r)
 
     # Room to open the vault but not to commit a large value: the transaction fails, nothing lands.
     filler.unlink()
@@ -95,7 +96,7 @@ def test_read_only_vault_is_read_only_not_damage(kms, small_fs):
     subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
     try:
         for args, stdin in ((("secret", "get", "app/a"), b""), (("secret", "put", "app/b"), b"b"),
-                            (("key", "list"), b"")):
+                            (("key", "list"), b""), (("health",), b"")):
             r = kms(*args, input=stdin, env=env)
             assert r.code == 7, (args, r.err)
             assert "the vault is read-only" in r.err and "damaged" not in r.err

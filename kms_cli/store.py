@@ -223,8 +223,16 @@ class Store:
                 except FileNotFoundError:
                     pass
         _secure_create(path)
-        store = cls(path, _connect(path))
-        store.migrate()
+        try:
+            store = cls(path, _connect(path))
+            store.migrate()
+        except BaseException:  # a full disk or a read-only directory: leave no empty vault behind
+            for suffix in ("", "-wal", "-shm"):
+                try:
+                    os.unlink(path + suffix)
+                except OSError:
+                    pass
+            raise
         return store
 
     @classmethod

@@ -88,6 +88,15 @@ def test_full_disk_is_no_space_not_damage(kms, small_fs):
     kms.ok("audit", "verify", env=env)
     kms.ok("secret", "put", "app/b", input=b"b", env=env)
 
+    # init on a full disk: exit 7, and no empty vault file left to block the next init
+    filler = _fill(small_fs)
+    other = {"KMS_CLI_VAULT": str(small_fs / "other.db")}
+    r = kms("init", env=other)
+    assert r.code == 7 and "no space left on device" in r.err, r.err
+    assert not (small_fs / "other.db").exists()
+    filler.unlink()
+    kms.ok("init", env=other)
+
 
 def test_read_only_vault_is_read_only_not_damage(kms, small_fs):
     env = {"KMS_CLI_VAULT": str(small_fs / "vault.db")}

@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 
 from kms_cli import durations
 from kms_cli.crypto.primitives import KeyedHmacSha256, equal, hmac_sha256
-from kms_cli.errors import IntegrityError, KmsError, UsageError
+from kms_cli.errors import IntegrityError, KmsError, UnavailableError, UsageError
 
 GENESIS = "0" * 64
 CHECKPOINT = "audit.checkpoint"
@@ -105,13 +105,45 @@ class AuditLog:
     def _mac(self, entry: dict) -> str:
         return hmac_sha256(self.key, canonical(entry)).hex()
 
-    def _head_seal(self, seq: int, mac: str, key: bytes | None = None) -> str:
-        return hmac_sha256(key or self.key,
-                           b"kms-cli/audit-head/v1\x00" + str(seq).encode() + b"\x00" + mac.encode()).hex()
+    def set_key(self, key: bytes) -> None:
+        """Another root key is in force (another process's `master rotate` committed)."""
+        self.key, self._fast = key, KeyedHmacSha256(key)
+
+    def _head_seal(self, seq: int, mac: str, key: bytes | None = None, version: int = 2) -> str:
+        # version 2 (row seqs bound to the log) seals differently from version 1, so a vault
+        # cannot be made to look like one awaiting its upgrade (rows.upgrade checks this)
+        return hmac_sha256(key or self.key, f"kms-cli/audit-head/v{version}".encode() + b"\x00" + str(seq).encode()
+                           + b"\x00" + mac.encode()).hex()
+
+    def head_is_legacy(self) -> bool:
+        """Whether the head carries a version-1 seal (a vault written before row seqs)."""
+        row = self._head_row()
+        return row is not None and equal(self._head_seal(row[0], row[1], version=1).encode(), row[2].encode())
+
+    def _head_row(self, at: int = 0) -> tuple[int, str, str] | None:
+        """The head as (seq, mac, seal); a head that is not what kms-cli writes is damage (exit 5,
+        reported at seq `at`)."""
+        row = self.store.one("SELECT seq, CAST(mac AS BLOB), CAST(seal AS BLOB) FROM audit_head WHERE id = 1")
+        if row is None:
+            return None
+        seq, mac, seal = row[0], row[1], row[2]
+        try:
+            mac, seal = bytes(mac).decode("ascii"), bytes(seal).decode("ascii")
+        except (TypeError, UnicodeDecodeError):
+            raise AuditDamage(at, "head mismatch", "the head row is not what kms-cli writes") from None
+        if not isinstance(seq, int):
+            raise AuditDamage(at, "head mismatch", "the head row is not what kms-cli writes")
+        return seq, mac, seal
 
     def head(self) -> tuple[int, str]:
-        row = self.store.one("SELECT seq, mac FROM audit_head WHERE id = 1")
-        return (row["seq"], row["mac"]) if row else (0, GENESIS)
+        row = self._head_row()
+        return (row[0], row[1]) if row else (0, GENESIS)
+
+    def next_seq(self) -> int:
+        """The seq the next entry will get (inside the write transaction): rows written now record it."""
+        seq, _ = self.head()
+        top = self.store.one("SELECT MAX(seq) FROM audit")[0] or 0
+        return max(seq, top) + 1
 
     # -- appending -----------------------------------------------------------
     def make_entry(self, seq: int, prev: str, op: str, target: str | None = None, version: int | None = None,
@@ -153,13 +185,14 @@ class AuditLog:
         if not self.store.in_transaction:
             raise RuntimeError("audit entries are written inside the operation's transaction")
         try:
-            seq, prev = self.head()
             # A head behind the table (edited outside kms-cli) must not make every later
             # operation fail on a duplicate seq: verify reports that damage, append goes on.
-            top = self.store.one("SELECT MAX(seq) FROM audit")[0] or 0
-            entry = self.make_entry(max(seq, top) + 1, prev, op, target, version, result, error, extra)
+            _, prev = self.head()
+            entry = self.make_entry(self.next_seq(), prev, op, target, version, result, error, extra)
             self._insert(entry)
             self._set_head(entry["seq"], entry["mac"])
+        except (IntegrityError, UnavailableError):  # a damaged head (5), a full or read-only disk (7)
+            raise
         except Exception as exc:  # fail closed: the operation does not happen without its entry
             raise KmsError("could not write the audit entry; the operation was not performed") from exc
         return entry
@@ -170,15 +203,17 @@ class AuditLog:
         with self.store.read():
             return self._verify()
 
-    def _verify(self) -> VerifyResult:
+    def _verify(self, bound_rows: bool = True) -> VerifyResult:
+        """`bound_rows`: also check that no state row is newer than the log (off inside a write
+        transaction that has already written rows for the entry it is about to append)."""
         try:
-            return self._walk(robust=False)
+            return self._walk(robust=False, bound_rows=bound_rows)
         except (TypeError, AttributeError, sqlite3.OperationalError):
             # A column edited to a blob, a number or invalid UTF-8: walk again reading raw
             # bytes, so the damage is named (an entry that is not its text is "altered").
-            return self._walk(robust=True)
+            return self._walk(robust=True, bound_rows=bound_rows)
 
-    def _walk(self, robust: bool) -> VerifyResult:
+    def _walk(self, robust: bool, bound_rows: bool = True) -> VerifyResult:
         conn = self.store.conn
         if robust:
             cur = conn.execute("SELECT seq, CAST(entry AS BLOB), CAST(mac AS BLOB), CAST(op AS BLOB), "
@@ -222,7 +257,7 @@ class AuditLog:
                 expected = seq + 1
                 last = seq
                 count += 1
-        self._check_head(count, last, chain)
+        self._check_head(count, last, chain, bound_rows)
         return VerifyResult(count, last, first)
 
     def _careful(self, row, expected: int, chain: str) -> str:
@@ -271,16 +306,14 @@ class AuditLog:
         what = f"entry {expected} is" if found == expected + 1 else f"entries {expected} to {found - 1} are"
         raise AuditDamage(expected, "missing", f"{what} gone")
 
-    def _check_head(self, count: int, last: int, chain: str) -> None:
-        row = self.store.one("SELECT seq, mac, seal FROM audit_head WHERE id = 1")
-        if row is None:
-            if count:
-                raise AuditDamage(last, "head mismatch", "the head is missing")
-            return
-        hseq, hmac_, seal = row[0], row[1], row[2]
-        if not (isinstance(hseq, int) and isinstance(hmac_, str) and isinstance(seal, str) and seal.isascii()):
-            raise AuditDamage(last, "head mismatch", "the head row is not what kms-cli writes")
-        if not equal(self._head_seal(hseq, hmac_).encode(), str(seal).encode()):
+    def _check_head(self, count: int, last: int, chain: str, bound_rows: bool = True) -> None:
+        row = self._head_row(last)
+        if row is None:  # every vault has at least its vault.init entry, so always a head
+            if not count:
+                raise AuditDamage(1, "truncated", "the log and its head are gone: the log was emptied")
+            raise AuditDamage(last, "head mismatch", "the head is missing")
+        hseq, hmac_, seal = row
+        if not equal(self._head_seal(hseq, hmac_).encode(), seal.encode()):
             raise AuditDamage(hseq, "head mismatch", "the head's seal does not verify")
         if hseq > last:
             what = f"entry {last + 1} is" if hseq == last + 1 else f"entries {last + 1} to {hseq} are"
@@ -289,6 +322,13 @@ class AuditLog:
             raise AuditDamage(hseq + 1, "head mismatch", f"the head names seq {hseq} but the chain goes on to {last}")
         if hmac_ != chain:
             raise AuditDamage(last, "head mismatch", "the head names another entry")
+        # State rows record the seq of the entry that wrote them: a log that ends before the
+        # newest of them was cut or swapped for an older copy (with its own, older head).
+        newest = self.store.max_row_seq() if bound_rows else 0
+        if newest > last:
+            raise AuditDamage(last + 1, "truncated", f"the vault's state was written at seq {newest} but the log "
+                                                     f"ends at seq {last}: entries were removed or an older log "
+                                                     "was put in its place")
 
     # -- reading -------------------------------------------------------------
     def stats(self) -> dict:
@@ -344,7 +384,7 @@ class AuditLog:
         never hides damage."""
         if not self.store.in_transaction:
             raise RuntimeError("prune runs inside the operation's transaction")
-        self._verify()
+        self._verify(bound_rows=False)
         cutoff = durations.rfc3339(before)
         last = self.store.one("SELECT MAX(seq) FROM audit WHERE time < ? AND op != ?", (cutoff, CHECKPOINT))[0]
         if last is None:
@@ -358,14 +398,19 @@ class AuditLog:
         return {"pruned": count, "before": cutoff, "checkpoint": last}
 
     # -- master rotate -------------------------------------------------------
-    def rekey(self, new_key: bytes) -> None:
+    def verify_for_rekey(self) -> VerifyResult:
+        """The chain under the current key, inside a write transaction (before rows are rewritten)."""
+        return self._verify()
+
+    def rekey(self, new_key: bytes, verified: bool = False) -> None:
         """Re-MAC every entry and the head under a new audit key (the root key changed), in the
         caller's transaction. The chain is verified under the old key first: damage is never
         laundered into a valid chain. Each `prev` is mapped to the re-MACed predecessor; a
         `prev` naming a pruned entry (after a checkpoint) or the genesis stays as it is."""
         if not self.store.in_transaction:
             raise RuntimeError("rekey runs inside the operation's transaction")
-        self._verify()
+        if not verified:
+            self._verify(bound_rows=False)
         new = AuditLog(self.store, new_key, self.actor)
         renamed: dict[str, str] = {}
         updates = []

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 from kms_cli.errors import AlreadyExistsError, IntegrityError, KmsError, NotFoundError, UnavailableError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 60_000
 
 # Forward migrations: MIGRATIONS[n] brings a database from version n to n+1.
@@ -88,6 +88,16 @@ MIGRATIONS: list[str] = [
     CREATE INDEX audit_time ON audit (time);
     CREATE TABLE audit_head (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, mac TEXT NOT NULL, seal TEXT NOT NULL);
     CREATE TABLE unlock_failures (id INTEGER PRIMARY KEY CHECK (id = 1), count INTEGER NOT NULL, first REAL NOT NULL, last REAL NOT NULL, slots TEXT NOT NULL);
+    """,
+    # 2: every state row records the audit seq of the operation that last wrote it (its MAC covers
+    # it), so a log shorter than any row is detected; secret heads and versions get MACs.
+    """
+    ALTER TABLE keys ADD COLUMN seq INTEGER;
+    ALTER TABLE key_versions ADD COLUMN seq INTEGER;
+    ALTER TABLE secrets ADD COLUMN seq INTEGER;
+    ALTER TABLE secrets ADD COLUMN mac BLOB;
+    ALTER TABLE secret_versions ADD COLUMN seq INTEGER;
+    ALTER TABLE secret_versions ADD COLUMN mac BLOB;
     """,
 ]
 
@@ -208,6 +218,10 @@ class Store:
         self.path = path
         self.conn = conn
         self._depth = 0
+        self._writing = False
+        # Called at the start of every outermost transaction, inside it: the vault checks there
+        # that the root key it holds is still the vault's (`master rotate` may have committed).
+        self.on_begin = None
 
     # -- opening -------------------------------------------------------------
     @classmethod
@@ -273,8 +287,10 @@ class Store:
     # -- transactions --------------------------------------------------------
     @contextmanager
     def write(self) -> Iterator["Store"]:
-        """One write transaction (nested calls join the outer one)."""
+        """One write transaction (nested calls join the outer one; never inside a read snapshot)."""
         if self._depth:
+            if not self._writing:
+                raise RuntimeError("a write inside a read snapshot (take the write transaction first)")
             self._depth += 1
             try:
                 yield self
@@ -282,14 +298,16 @@ class Store:
                 self._depth -= 1
             return
         self._exec_txn("BEGIN IMMEDIATE")
-        self._depth = 1
+        self._depth, self._writing = 1, True
         try:
+            if self.on_begin is not None:
+                self.on_begin()
             yield self
         except BaseException:
-            self._depth = 0
+            self._depth, self._writing = 0, False
             self._rollback()
             raise
-        self._depth = 0
+        self._depth, self._writing = 0, False
         try:
             self._exec_txn("COMMIT")
         except BaseException:
@@ -298,12 +316,19 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator["Store"]:
+        """A consistent snapshot: every read inside sees the vault as of one commit."""
         if self._depth:
-            yield self
+            self._depth += 1
+            try:
+                yield self
+            finally:
+                self._depth -= 1
             return
         self.conn.execute("BEGIN")
         self._depth = 1
         try:
+            if self.on_begin is not None:
+                self.on_begin()
             yield self
         finally:
             self._depth = 0
@@ -326,6 +351,10 @@ class Store:
     @property
     def in_transaction(self) -> bool:
         return self._depth > 0
+
+    @property
+    def writing(self) -> bool:
+        return self._writing
 
     # -- generic helpers -----------------------------------------------------
     def one(self, sql: str, params: tuple = ()) -> sqlite3.Row | None:
@@ -363,6 +392,13 @@ class Store:
 
     def update_slot(self, slot_id: int, blob: bytes, tag: bytes) -> None:
         self.run("UPDATE slots SET blob = ?, tag = ? WHERE id = ?", (blob, tag, slot_id))
+
+    def slot(self, slot_id: int) -> sqlite3.Row | None:
+        return self.one("SELECT * FROM slots WHERE id = ?", (slot_id,))
+
+    def slot_blob(self, slot_id: int) -> bytes | None:
+        row = self.one("SELECT blob FROM slots WHERE id = ?", (slot_id,))
+        return None if row is None else row[0]
 
     def touch_slot(self, slot_id: int, when: float) -> None:
         self.run("UPDATE slots SET last_used = ? WHERE id = ?", (when, slot_id))
@@ -414,12 +450,17 @@ class Store:
             "SELECT * FROM secrets WHERE deleted = 0 AND name LIKE ? ESCAPE '\\' ORDER BY name", (like,)
         )
 
-    def upsert_secret(self, name: str, last_version: int, when: float) -> None:
+    def put_secret_head(self, name: str, last_version: int, deleted: bool, created: float, updated: float,
+                        seq: int, mac: bytes) -> None:
         self.run(
-            "INSERT INTO secrets (name, last_version, deleted, created, updated) VALUES (?, ?, 0, ?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET last_version = excluded.last_version, deleted = 0, updated = excluded.updated",
-            (name, last_version, when, when),
+            "INSERT INTO secrets (name, last_version, deleted, created, updated, seq, mac) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET last_version = excluded.last_version, deleted = excluded.deleted, "
+            "updated = excluded.updated, seq = excluded.seq, mac = excluded.mac",
+            (name, last_version, int(deleted), created, updated, seq, mac),
         )
+
+    def all_secrets(self) -> list[sqlite3.Row]:
+        return self.all("SELECT * FROM secrets ORDER BY name")
 
     def insert_secret_version(self, **row: Any) -> None:
         cols = ", ".join(row)
@@ -434,10 +475,49 @@ class Store:
     def all_secret_versions(self) -> list[sqlite3.Row]:
         return self.all("SELECT * FROM secret_versions ORDER BY name, version")
 
-    def update_secret_value(self, name: str, version: int, value: bytes) -> None:
-        self.run("UPDATE secret_versions SET value = ? WHERE name = ? AND version = ?", (value, name, version))
+    def update_secret_version(self, name: str, version: int, **changes: Any) -> None:
+        sets = ", ".join(f"{c} = ?" for c in changes)
+        self.run(f"UPDATE secret_versions SET {sets} WHERE name = ? AND version = ?", (*changes.values(), name, version))
 
-    def delete_secret(self, name: str, when: float) -> None:
-        """Remove every version; the row stays as a tombstone so version numbers never repeat."""
+    def delete_secret_versions(self, name: str) -> None:
+        """Remove every version of a secret (its head stays as a tombstone: version numbers never repeat)."""
         self.run("DELETE FROM secret_versions WHERE name = ?", (name,))
-        self.run("UPDATE secrets SET deleted = 1, updated = ? WHERE name = ?", (when, name))
+
+    def max_secret_version(self, name: str) -> int:
+        return self.one("SELECT COALESCE(MAX(version), 0) FROM secret_versions WHERE name = ?", (name,))[0]
+
+    # -- failed unlocks (outside the chain until the next unlock) -----------
+    def unlock_failures(self) -> sqlite3.Row | None:
+        return self.one("SELECT count, first, last, slots FROM unlock_failures WHERE id = 1")
+
+    def add_unlock_failure(self, when: float, slots: list[int]) -> None:
+        import json
+
+        row = self.one("SELECT slots FROM unlock_failures WHERE id = 1")
+        if row:
+            merged = sorted(set(json.loads(row["slots"])) | set(slots))
+            self.run("UPDATE unlock_failures SET count = count + 1, last = ?, slots = ? WHERE id = 1",
+                     (when, json.dumps(merged)))
+        else:
+            self.run("INSERT INTO unlock_failures (id, count, first, last, slots) VALUES (1, 1, ?, ?, ?)",
+                     (when, when, json.dumps(slots)))
+
+    def clear_unlock_failures(self) -> None:
+        self.run("DELETE FROM unlock_failures WHERE id = 1")
+
+    def housekeeping_due(self, now: float) -> bool:
+        return bool(self.one(
+            "SELECT EXISTS (SELECT 1 FROM unlock_failures) "
+            "OR EXISTS (SELECT 1 FROM keys WHERE state = 'destroy-scheduled' AND destroy_at <= ?)", (now,))[0])
+
+    # -- state binding -------------------------------------------------------
+    def max_row_seq(self) -> int:
+        """The highest audit seq any state row records (0 when none does)."""
+        return self.one(
+            "SELECT MAX(COALESCE((SELECT MAX(seq) FROM keys), 0), COALESCE((SELECT MAX(seq) FROM key_versions), 0), "
+            "COALESCE((SELECT MAX(seq) FROM secrets), 0), COALESCE((SELECT MAX(seq) FROM secret_versions), 0), "
+            "COALESCE((SELECT CAST(v AS INTEGER) FROM meta WHERE k = 'slots_seq'), 0))")[0]
+
+    def keys_due_for_destruction(self, now: float) -> list[str]:
+        return [r[0] for r in self.all("SELECT name FROM keys WHERE state = 'destroy-scheduled' AND destroy_at <= ?",
+                                       (now,))]

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 from contextlib import contextmanager
 from typing import Iterator
 
 from kms_cli import actor, durations
 from kms_cli.audit import AuditLog, result_of
+from kms_cli.binding import bind  # noqa: F401 - re-exported: the vault layer's associated data
 from kms_cli.crypto import wrap
 from kms_cli.crypto.primitives import equal, hkdf_sha256, hmac_sha256, random_bytes
 from kms_cli.errors import AlreadyExistsError, IntegrityError, KmsError, NotFoundError, UnavailableError, UnlockError
@@ -21,21 +21,10 @@ from kms_cli.names import Namespace
 from kms_cli.providers import from_uri, scheme_of
 from kms_cli.providers.base import SourceOptions
 from kms_cli.store import Store
+from kms_cli.vault import rows
 
 CONTEXT_KEY = "kms-cli:vault"
 PURPOSES = ("key-material", "secret-value", "audit-mac", "slot-mac", "row-mac")
-
-
-def bind(kind: str, *parts) -> bytes:
-    """Associated data: a label, then every part length-prefixed (unambiguous)."""
-    out = [b"kms-cli/v1/" + kind.encode() + b"\x00"]
-    for p in parts:
-        if isinstance(p, int):
-            p = str(p)
-        if isinstance(p, str):
-            p = p.encode()
-        out.append(struct.pack(">I", len(p)) + p)
-    return b"".join(out)
 
 
 class Subkeys:
@@ -87,7 +76,8 @@ def slot_tag(slot_key: bytes, vault_id: bytes, slot_id: int, uri: str, blob: byt
 
 
 class Vault:
-    def __init__(self, store: Store, vault_id: bytes, root: bytes, options: Options, slot_id: int | None):
+    def __init__(self, store: Store, vault_id: bytes, root: bytes, options: Options, slot_id: int | None,
+                 slot_blob: bytes | None = None, source=None):
         self.store = store
         self.vault_id = vault_id
         self._root = root
@@ -95,7 +85,10 @@ class Vault:
         self.options = options
         self.ns = options.namespace
         self.slot_id = slot_id
+        self._slot_blob = slot_blob  # the sealed root key this process opened (see _check_current)
+        self._source = source
         self.audit = AuditLog(store, self.subkeys.audit, actor.current(options.source.environ or None))
+        store.on_begin = self._check_current
 
     def __repr__(self) -> str:
         return f"Vault({self.store.path!r})"
@@ -114,12 +107,16 @@ class Vault:
         root = random_bytes(32)
         blob = source.wrap(root, {CONTEXT_KEY: vault_id.hex()})
         store = Store.create(options.path, force=force)
-        vault = cls(store, vault_id, root, options, slot_id=1)
+        vault = cls(store, vault_id, root, options, slot_id=1, slot_blob=blob, source=source)
+        store.on_begin = None  # no slot yet to check against: this transaction writes it
         with store.write():
             store.set_meta("vault_id", vault_id.hex())
             store.set_meta("created", str(durations.now()))
+            store.set_meta("auth", rows.AUTH_VERSION)
             vault._add_slot_row(1, source.uri, blob)
+            rows.seal_slot_set(vault)
             vault.audit.append("vault.init", None, None, extra={"source": source.masked_uri()})
+        store.on_begin = vault._check_current
         return vault
 
     def _add_slot_row(self, slot_id: int, uri: str, blob: bytes) -> None:
@@ -129,50 +126,51 @@ class Vault:
     @classmethod
     def open(cls, options: Options) -> "Vault":
         store = Store.open(options.path)
-        raw_id = store.get_meta("vault_id")
-        if not raw_id:
-            raise IntegrityError(f"the vault file {options.path} has no vault id")
-        vault_id = bytes.fromhex(raw_id)
-        slots = store.slots()
+        with store.read():  # one snapshot: a `master rotate` committing meanwhile is seen whole or not at all
+            vault_id = _vault_id(store, options.path)
+            slots = [dict(r) for r in store.slots()]
+            legacy = store.get_meta("auth") != rows.AUTH_VERSION
         if not slots:
-            raise IntegrityError("the vault has no slots")
-        wanted = options.unlock
-        if wanted and wanted.isdigit():
-            chosen = [s for s in slots if s["id"] == int(wanted)]
-            if not chosen:
-                raise NotFoundError(f"no slot {wanted}", hint="see `kms-cli master list`")
-        elif wanted:
-            scheme_of(wanted)
-            chosen = [s for s in slots if s["uri"] == wanted or _canonical(wanted, options) == s["uri"]]
-            if not chosen:
-                raise NotFoundError(f"no slot with source {wanted}", hint="see `kms-cli master list`")
+            raise IntegrityError("the vault has no slots", hint="the vault file was edited outside kms-cli")
+        root, slot, source = _unlock(store, vault_id, slots, options)
+        vault = cls(store, vault_id, root, options, slot_id=slot["id"], slot_blob=slot["blob"], source=source)
+        vault._slot_last_used = slot["last_used"]
+        if legacy:
+            rows.upgrade(vault)
         else:
-            chosen = slots
-        failures: list[tuple[int, str, KmsError]] = []
-        context = {CONTEXT_KEY: vault_id.hex()}
-        for slot in chosen:
-            try:
-                source = from_uri(slot["uri"], options.source)
-                if not wanted and not source.is_configured():
-                    failures.append((slot["id"], slot["uri"], None))
-                    continue
-                root = source.unwrap(slot["blob"], context)
-                sub = Subkeys.derive(root, vault_id)
-                tag = slot_tag(sub.slot, vault_id, slot["id"], slot["uri"], slot["blob"])
-                if not equal(tag, slot["tag"]):
-                    raise UnlockError("the slot does not belong to this vault")
-            except KmsError as exc:
-                failures.append((slot["id"], slot["uri"], exc))
-                continue
-            vault = cls(store, vault_id, root, options, slot_id=slot["id"])
-            vault._slot_last_used = slot["last_used"]
-            if _restore_leftovers(options.path):  # a restore keeps the old vault until a successful unlock
-                from kms_cli.vault.backup import cleanup_after_restore
+            with store.read():
+                rows.verify_slot_set(store, vault_id, vault.subkeys.slot)
+        if _restore_leftovers(options.path):  # a restore keeps the old vault until a successful unlock
+            from kms_cli.vault.backup import cleanup_after_restore
 
-                cleanup_after_restore(options.path)
-            return vault
-        _record_unlock_failure(store, failures)
-        raise _unlock_error(failures)
+            cleanup_after_restore(options.path)
+        return vault
+
+    def _check_current(self) -> None:
+        """At the start of every transaction: is the sealed root key this process opened still
+        the vault's? After a `master rotate` committed by another process it is not, and every
+        subkey is re-derived (unlocking again) before anything is read or written, so a command
+        runs wholly under one root key, never writes rows or audit entries under a retired one."""
+        if self._slot_blob is not None and self.store.slot_blob(self.slot_id) == self._slot_blob:
+            return
+        slots = [dict(r) for r in self.store.slots()]
+        mine = [s for s in slots if s["id"] == self.slot_id and s["uri"] == getattr(self._source, "uri", None)]
+        try:
+            if mine:
+                root = self._source.unwrap(mine[0]["blob"], self.context)
+                sub = Subkeys.derive(root, self.vault_id)
+                if not equal(slot_tag(sub.slot, self.vault_id, mine[0]["id"], mine[0]["uri"], mine[0]["blob"]),
+                             mine[0]["tag"]):
+                    raise IntegrityError(f"slot {self.slot_id} failed authentication")
+                slot, source = mine[0], self._source
+            else:
+                raise UnlockError("the slot this command unlocked with was removed")
+        except KmsError:
+            root, slot, source = _unlock(self.store, self.vault_id, slots, self.options, record=False)
+        self._root, self.subkeys = root, Subkeys.derive(root, self.vault_id)
+        self.slot_id, self._slot_blob, self._source = slot["id"], slot["blob"], source
+        self.audit.set_key(self.subkeys.audit)
+        rows.verify_slot_set(self.store, self.vault_id, self.subkeys.slot)
 
     # -- the audited operation frame ----------------------------------------
     @contextmanager
@@ -181,11 +179,10 @@ class Vault:
         """Run an operation and its audit entry.
 
         write=True: the operation's writes and its entry land in one transaction.
-        write=False (reads and streamed data): the body runs without holding the
-        write lock, then the entry is appended; callers release results (print a
-        value, rename an output file) only after this returns, so a failed entry
-        fails the operation closed. On a refusal the entry (denied/error) is
-        committed on its own and the error propagates.
+        write=False (reads): the body runs in one read snapshot, then the entry is appended;
+        callers release results (print a value, rename an output file, stream plaintext) only
+        after this returns, so a failed entry fails the operation closed. On a refusal the
+        entry (denied/error) is committed on its own and the error propagates.
         """
         rec = OpRecord(op, target, version)
         if not write and self._housekeeping_due():
@@ -198,42 +195,46 @@ class Vault:
                     yield rec
                     self.audit.append(rec.op, rec.target, rec.version, extra=rec.extra or None)
             else:
-                yield rec
+                with self.store.read():
+                    yield rec
         except KmsError as exc:
-            result, code = result_of(exc)
-            with self.store.write():
-                self._housekeeping()
-                self.audit.append(rec.op, rec.target, rec.version, result, code)
+            self.record(rec, exc)
             raise
         if not write:
-            with self.store.write():
-                self._housekeeping()
+            self.record(rec)
+
+    def record(self, rec: OpRecord, exc: KmsError | None = None) -> None:
+        """Append `rec`'s entry in its own transaction: ok, or what `exc` made of it (an operation
+        whose output already went out and then failed, a stream that did not authenticate, records
+        the failure as a second entry: what the user saw)."""
+        result, code = result_of(exc)
+        with self.store.write():
+            self._housekeeping()
+            if exc is None:
                 self.audit.append(rec.op, rec.target, rec.version, extra=rec.extra or None)
+            else:
+                self.audit.append(rec.op, rec.target, rec.version, result, code)
 
     def _housekeeping_due(self) -> bool:
-        return bool(self.store.one(
-            "SELECT EXISTS (SELECT 1 FROM unlock_failures) "
-            "OR EXISTS (SELECT 1 FROM keys WHERE state = 'destroy-scheduled' AND destroy_at <= ?)",
-            (durations.now(),))[0])
+        return self.store.housekeeping_due(durations.now())
 
     def _housekeeping(self) -> None:
         """Work due whenever the vault is opened for writing: failed unlocks, destroy windows."""
-        row = self.store.one("SELECT count, first, last, slots FROM unlock_failures WHERE id = 1")
+        row = self.store.unlock_failures()
         if row:
             self.audit.append(
                 "unlock.failed", None, None, "denied", "unlock_failed",
                 extra={"count": row["count"], "first": durations.rfc3339(row["first"]),
                        "last": durations.rfc3339(row["last"]), "slots": json.loads(row["slots"])},
             )
-            self.store.run("DELETE FROM unlock_failures WHERE id = 1")
+            self.store.clear_unlock_failures()
         if self.slot_id is not None and getattr(self, "_touched", False) is False:
             self._touched = True
             last = getattr(self, "_slot_last_used", None)
             now = durations.now()
             if last is None or now - last > 60:
                 self.store.touch_slot(self.slot_id, now)
-        if self.store.one("SELECT 1 FROM keys WHERE state = 'destroy-scheduled' AND destroy_at <= ? LIMIT 1",
-                          (durations.now(),)):
+        if self.store.keys_due_for_destruction(durations.now()):
             from kms_cli.vault import keys as _keys
 
             _keys.purge_due(self)
@@ -298,22 +299,63 @@ def _canonical(uri: str, options: Options) -> str:
         return uri
 
 
+def _vault_id(store: Store, path: str) -> bytes:
+    raw = store.get_meta("vault_id")
+    if not raw:
+        raise IntegrityError(f"the vault file {path} has no vault id", hint="the vault file was edited outside kms-cli")
+    try:
+        vault_id = bytes.fromhex(raw) if isinstance(raw, str) else b""
+    except ValueError:
+        vault_id = b""
+    if len(vault_id) != 16:
+        raise IntegrityError(f"the vault id in {path} is damaged", hint="the vault file was edited outside kms-cli")
+    return vault_id
+
+
+def _unlock(store: Store, vault_id: bytes, slots: list[dict], options: Options, *, record: bool = True):
+    """Unseal the root key with the slot `options` names, or the first that opens: (root, slot, source)."""
+    wanted = options.unlock
+    if wanted and wanted.isdigit():
+        chosen = [s for s in slots if s["id"] == int(wanted)]
+        if not chosen:
+            raise NotFoundError(f"no slot {wanted}", hint="see `kms-cli master list`")
+    elif wanted:
+        scheme_of(wanted)
+        chosen = [s for s in slots if s["uri"] == wanted or _canonical(wanted, options) == s["uri"]]
+        if not chosen:
+            raise NotFoundError(f"no slot with source {wanted}", hint="see `kms-cli master list`")
+    else:
+        chosen = slots
+    failures: list[tuple[int, str, KmsError | None]] = []
+    context = {CONTEXT_KEY: vault_id.hex()}
+    for slot in chosen:
+        try:
+            source = from_uri(slot["uri"], options.source)
+            if not wanted and not source.is_configured():
+                failures.append((slot["id"], slot["uri"], None))
+                continue
+            root = source.unwrap(slot["blob"], context)
+            sub = Subkeys.derive(root, vault_id)
+            if not equal(slot_tag(sub.slot, vault_id, slot["id"], slot["uri"], slot["blob"]), slot["tag"]):
+                # the source opened it, so the key is right and the row was edited
+                raise IntegrityError(f"slot {slot['id']} failed authentication (edited outside kms-cli)")
+        except KmsError as exc:
+            failures.append((slot["id"], slot["uri"], exc))
+            continue
+        return root, slot, source
+    if record:
+        _record_unlock_failure(store, failures)
+    raise _unlock_error(failures)
+
+
 def _record_unlock_failure(store: Store, failures) -> None:
     """Count failed unlocks outside the chain; folded into one entry at the next unlock."""
     if not any(isinstance(e, UnlockError) for _, _, e in failures):
         return
-    now = durations.now()
     slots = sorted({sid for sid, _, e in failures if isinstance(e, UnlockError)})
     try:
         with store.write():
-            row = store.one("SELECT count, first, slots FROM unlock_failures WHERE id = 1")
-            if row:
-                merged = sorted(set(json.loads(row["slots"])) | set(slots))
-                store.run("UPDATE unlock_failures SET count = count + 1, last = ?, slots = ? WHERE id = 1",
-                          (now, json.dumps(merged)))
-            else:
-                store.run("INSERT INTO unlock_failures (id, count, first, last, slots) VALUES (1, 1, ?, ?, ?)",
-                          (now, now, json.dumps(slots)))
+            store.add_unlock_failure(durations.now(), slots)
     except KmsError:
         pass  # a read-only vault file still reports the unlock failure itself
 
@@ -324,6 +366,8 @@ def _unlock_error(failures) -> KmsError:
         parts.append(f"slot {sid} ({uri}): " + ("not configured here" if exc is None else str(exc)))
     attempted = [e for _, _, e in failures if e is not None]
     msg = "could not unlock the vault: " + "; ".join(parts)
+    if any(isinstance(e, IntegrityError) for e in attempted):
+        return IntegrityError(msg, hint="the vault file was edited outside kms-cli; restore a backup")
     if not attempted:
         return UnlockError(msg, hint="set KMS_CLI_MASTER_KEY (create one with `kms-cli master generate`), "
                                      "KMS_CLI_PASSPHRASE, or pick a slot with --unlock")

@@ -115,7 +115,8 @@ def verify(vault, name: str, signature: bytes, src, *, context: bytes) -> dict:
 
     full = vault.ns.full(name)
     with vault.operation("verify", full, write=False) as rec:
-        if vault.store.key(full) is None:
+        k = keys.rows.load_key(vault, full)
+        if k is None:
             raise NotFoundError(f"no key named {name!r}")
         if is_kms_signature(signature):
             sig = Signature.parse(signature)
@@ -136,12 +137,11 @@ def verify(vault, name: str, signature: bytes, src, *, context: bytes) -> dict:
                 raise IntegrityError("invalid signature")
             return {"valid": True, "key": name, "version": sig.version, "algorithm": alg.name}
         # A bare signature: check it under every version at once, in one pass over the input.
-        row = vault.store.key(full)
-        alg = keys.algorithms.get(row["algorithm"])
+        alg = keys.algorithms.get(k.row["algorithm"])
         if alg.purpose != "sign":
             raise StateError(f"key {name!r} is an encryption key ({alg.name}); it cannot verify")
         candidates = []
-        for v in reversed(vault.store.key_versions(full)):
+        for v in reversed(k.ordered()):
             if v["public"] is not None:
                 public = _public(vault, full, v, alg)
                 candidates.append((v["version"], crypto_sign.begin_verify(alg.name, public, signature, raw=True,
@@ -165,13 +165,13 @@ def public_key(vault, name: str, version: int | None, fmt: str) -> tuple[bytes, 
 
     full = vault.ns.full(name)
     with vault.operation("key.public", full, version, write=False) as rec:
-        row = vault.store.key(full)
-        if row is None:
+        k = keys.rows.load_key(vault, full)
+        if k is None:
             raise NotFoundError(f"no key named {name!r}")
-        alg = keys.algorithms.get(row["algorithm"])
+        alg = keys.algorithms.get(k.row["algorithm"])
         if alg.symmetric:
             raise StateError(f"key {name!r} is a symmetric key ({alg.name}): it has no public key")
-        v = vault.store.key_version(full, version or row["primary_version"])
+        v = k.version(version or k.row["primary_version"])
         if v is None:
             raise NotFoundError(f"key {name!r} has no version {version}")
         rec.version = v["version"]

@@ -6,6 +6,7 @@ from kms_cli import durations
 from kms_cli.crypto.primitives import random_bytes
 from kms_cli.errors import AlreadyExistsError, NotFoundError, StateError, UsageError
 from kms_cli.providers import from_uri
+from kms_cli.vault import rows as state_rows
 from kms_cli.vault.core import CONTEXT_KEY, Subkeys, slot_tag
 
 
@@ -41,8 +42,9 @@ def add(vault, uri: str, options) -> dict:
             raise StateError(f"the source {source.masked_uri()} did not return the sealed key")
         slot_id = vault.store.next_slot_id()
         vault._add_slot_row(slot_id, source.uri, blob)
+        state_rows.seal_slot_set(vault)
         rec.extra = {"slot": slot_id}
-        return _describe(vault, vault.store.one("SELECT * FROM slots WHERE id = ?", (slot_id,)))
+        return _describe(vault, vault.store.slot(slot_id))
 
 
 def _slot_id(text: str) -> int:
@@ -64,48 +66,54 @@ def remove(vault, slot: str) -> dict:
                              hint="add another with `kms-cli master add SOURCE` first")
         desc = _describe(vault, row)
         vault.store.remove_slot(slot_id)
+        state_rows.seal_slot_set(vault)
         return desc
 
 
 def rotate(vault) -> dict:
     """A new root key: every key version's material, every secret value and every slot re-sealed,
-    and the audit chain re-MACed, in one transaction. Data ciphertexts stay valid: their data
-    keys are wrapped by key versions, whose material does not change."""
+    and the audit chain re-MACed, in one transaction. Every row is authenticated under the old
+    key before it is rewritten (an edited row stops the rotation: it is never laundered into a
+    valid one). Data ciphertexts stay valid: their data keys are wrapped by key versions, whose
+    material does not change."""
     with vault.operation("master.rotate") as rec:
+        # everything verified first, under the old keys: rows, slots, the audit chain
+        state_rows.verify_all(vault)
+        vault.audit.verify_for_rekey()
         new_root = random_bytes(32)
         new = Subkeys.derive(new_root, vault.vault_id)
-        # every slot first: if one source cannot seal, nothing changes
+        # every slot next: if one source cannot seal, nothing changes
         sealed = []
         for row in vault.store.slots():
             source = from_uri(row["uri"], vault.options.source)
             blob = source.wrap(new_root, {CONTEXT_KEY: vault.vault_id.hex()})
             sealed.append((row["id"], row["uri"], blob))
         counts = {"key_versions": 0, "secret_versions": 0, "slots": len(sealed)}
-        for v in vault.store.all_key_versions():
-            changes = {}
-            if v["material"] is not None:
-                algorithm = vault.store.key(v["name"])["algorithm"]
-                material = vault.open_material(v["name"], v["version"], algorithm, v["material"])
-                public = (vault.open_material(v["name"], v["version"], algorithm, v["public"], kind="public")
-                          if v["public"] is not None else None)
-                changes["material"] = vault.seal_material(v["name"], v["version"], algorithm, material, keys=new)
-                if public is not None:
-                    changes["public"] = vault.seal_material(v["name"], v["version"], algorithm, public,
-                                                            kind="public", keys=new)
-                vault.store.update_key_version(v["name"], v["version"], **changes)
-                counts["key_versions"] += 1
-        for s in vault.store.all_secret_versions():
-            value = vault.open_secret(s["name"], s["version"], s["value"], s["expires"])
-            vault.store.update_secret_value(s["name"], s["version"],
-                                            vault.seal_secret(s["name"], s["version"], value, s["expires"], keys=new))
-            counts["secret_versions"] += 1
-        from kms_cli.vault import keys as key_policy
-
-        for k in vault.store.keys():
-            key_policy.reseal_rows(vault, k["name"], keys=new)
+        for k in state_rows.load_keys(vault):
+            algorithm = k.row["algorithm"]
+            for v in k.ordered():
+                n = v["version"]
+                if v["material"] is not None:
+                    material = vault.open_material(k.name, n, algorithm, v["material"])
+                    k.set_version(n, material=vault.seal_material(k.name, n, algorithm, material, keys=new))
+                    counts["key_versions"] += 1
+                if v["public"] is not None:
+                    public = vault.open_material(k.name, n, algorithm, v["public"], kind="public")
+                    k.set_version(n, public=vault.seal_material(k.name, n, algorithm, public, kind="public",
+                                                                keys=new))
+            k.save(vault, keys=new, everything=True)
+        for srec in state_rows.load_secrets(vault, deleted=True):
+            for v in srec.versions(vault):
+                value = vault.open_secret(srec.name, v["version"], v["value"], v["expires"])
+                v["value"] = vault.seal_secret(srec.name, v["version"], value, v["expires"], keys=new)
+                srec.rewrite_version(v)
+                counts["secret_versions"] += 1
+            srec.save(vault, keys=new)
         for slot_id, uri, blob in sealed:
             vault.store.update_slot(slot_id, blob, slot_tag(new.slot, vault.vault_id, slot_id, uri, blob))
-        vault.audit.rekey(new.audit)
+        state_rows.seal_slot_set(vault, keys=new)
+        vault.audit.rekey(new.audit, verified=True)
         vault._root, vault.subkeys = new_root, new
+        vault._slot_blob = next((b for i, _, b in sealed if i == vault.slot_id), None)
         rec.extra = counts
         return counts

@@ -48,8 +48,9 @@ def test_secret_tombstone_keeps_counter(tmp_path):
     s = Store.create(str(tmp_path / "v.db"))
     with s.write():
         s.insert_secret_version(name="n", version=1, value=b"x", created=0.0)
-        s.upsert_secret("n", 1, 0.0)
-        s.delete_secret("n", 1.0)
+        s.put_secret_head("n", 1, False, 0.0, 0.0, 1, b"mac")
+        s.delete_secret_versions("n")
+        s.put_secret_head("n", 1, True, 0.0, 1.0, 2, b"mac")
     assert s.secret("n")["deleted"] == 1 and s.secret("n")["last_version"] == 1
     assert s.secrets() == [] and s.secret_versions("n") == []
 

@@ -1,0 +1,396 @@
+"""Authenticated state rows: the one loader that verifies key, secret and slot rows, the one sealer.
+
+Every row that carries state (a key, a key version, a secret's head and each of its versions,
+the set of slots) has a MAC under the row subkey (the slot set: the slot subkey) over its
+state fields, its vault and the audit seq of the operation that last wrote it. The seq ties
+state to the log: a log shorter than any row's seq was truncated or rolled back
+(`audit verify` and `health` check it).
+
+Rows are read through the loaders here, which verify before they return anything. Only a
+record a loader produced, or one being created, can be sealed again: `KeyRecord` and
+`SecretRecord` can only be built with this module's token, and `save` is the only code that
+computes a row MAC. So an edited row is refused, never re-MACed into validity.
+"""
+
+from __future__ import annotations
+
+import json
+
+from kms_cli.crypto.primitives import equal, hmac_sha256
+from kms_cli.errors import IntegrityError
+from kms_cli.binding import bind
+
+AUTH_VERSION = "2"
+_TOKEN = object()
+_EDITED = "the vault file was edited outside kms-cli; restore a backup"
+
+
+def _num(x) -> str:
+    return "" if x is None else repr(float(x))
+
+
+def _int(x) -> str:
+    return "" if x is None else str(int(x))
+
+
+def _mac(key: bytes, vault_id: bytes, label: str, *parts) -> bytes:
+    return hmac_sha256(key, bind(label, vault_id, *parts))
+
+
+def key_mac(row_key: bytes, vault_id: bytes, k) -> bytes:
+    return _mac(row_key, vault_id, "key-row/v2", k["name"], k["algorithm"], k["state"], k["state_before"] or "",
+                k["primary_version"], _num(k["destroy_at"]), _int(k["rotate_every"]), _num(k["next_rotation"]),
+                _int(k["seq"]))
+
+
+def version_mac(row_key: bytes, vault_id: bytes, v) -> bytes:
+    return _mac(row_key, vault_id, "key-version-row/v2", v["name"], v["version"], v["state"], _num(v["grace_until"]),
+                _num(v["revoked"]), _num(v["destroyed"]), "material" if v["material"] is not None else "none",
+                _num(v["superseded"]), v["fingerprint"] or "", _int(v["seq"]))
+
+
+def secret_head_mac(row_key: bytes, vault_id: bytes, s) -> bytes:
+    return _mac(row_key, vault_id, "secret-row/v2", s["name"], s["last_version"], _int(s["deleted"]),
+                _num(s["created"]), _int(s["seq"]))
+
+
+def secret_version_mac(row_key: bytes, vault_id: bytes, v) -> bytes:
+    return _mac(row_key, vault_id, "secret-version-row/v2", v["name"], v["version"], _num(v["created"]),
+                _num(v["expires"]), v["tags"], _int(v["seq"]))
+
+
+def slot_set_mac(slot_key: bytes, vault_id: bytes, slots, seq: int) -> bytes:
+    parts = []
+    for s in sorted(slots, key=lambda r: r["id"]):
+        parts += [s["id"], s["uri"], s["tag"]]
+    return _mac(slot_key, vault_id, "slot-set/v2", str(seq), *parts)
+
+
+def _ok(expected: bytes, stored) -> bool:
+    return isinstance(stored, bytes) and equal(expected, stored)
+
+
+# -- keys ------------------------------------------------------------------------------------
+
+class KeyRecord:
+    """A key row and all its version rows, authenticated together (see the module docstring)."""
+
+    __slots__ = ("name", "row", "versions", "_new", "_dirty", "_dirty_versions", "_new_versions")
+
+    def __init__(self, token, row: dict, versions: list[dict], *, new: bool = False):
+        if token is not _TOKEN:
+            raise TypeError("key records come from kms_cli.vault.rows.load_key or new_key only")
+        self.name = row["name"]
+        self.row = row
+        self.versions = {v["version"]: v for v in versions}
+        self._new = new
+        self._dirty: set[str] = set()
+        self._dirty_versions: set[int] = set()
+        self._new_versions: set[int] = set()
+
+    def __repr__(self) -> str:
+        return f"KeyRecord({self.name!r}, versions={sorted(self.versions)})"
+
+    def version(self, n: int) -> dict | None:
+        return self.versions.get(n)
+
+    def ordered(self) -> list[dict]:
+        return [self.versions[n] for n in sorted(self.versions)]
+
+    def set(self, **changes) -> None:
+        self.row.update(changes)
+        self._dirty.update(changes)
+
+    def set_version(self, n: int, **changes) -> None:
+        self.versions[n].update(changes)
+        self._dirty_versions.add(n)
+
+    def add_version(self, row: dict) -> None:
+        row = dict(row)
+        row.setdefault("superseded", None)
+        row.setdefault("grace_until", None)
+        row.setdefault("revoked", None)
+        row.setdefault("revoke_reason", None)
+        row.setdefault("destroyed", None)
+        self.versions[row["version"]] = row
+        self._new_versions.add(row["version"])
+
+    def save(self, vault, *, keys=None, everything: bool = False) -> None:
+        """Write what changed (or, with `everything`, every row: master rotate), MACed with this
+        operation's audit seq. Inside the operation's write transaction."""
+        store, seq = vault.store, vault.audit.next_seq()
+        row_key = (keys or vault.subkeys).row
+        if self._new or self._dirty or everything:
+            self.row["seq"] = seq
+            self.row["mac"] = key_mac(row_key, vault.vault_id, self.row)
+            if self._new:
+                store.insert_key(**self.row)
+            else:
+                store.update_key(self.name, **{c: self.row[c] for c in (*self._dirty, "seq", "mac")})
+        for n, v in self.versions.items():
+            is_new = n in self._new_versions
+            if not (is_new or everything or n in self._dirty_versions):
+                continue
+            v["seq"] = seq
+            v["mac"] = version_mac(row_key, vault.vault_id, v)
+            if is_new:
+                store.insert_key_version(**v)
+            else:
+                store.update_key_version(self.name, n, **{c: v[c] for c in v if c not in ("name", "version")})
+        self._new = False
+        self._dirty.clear()
+        self._dirty_versions.clear()
+        self._new_versions.clear()
+
+
+def new_key(row: dict) -> KeyRecord:
+    row = dict(row)
+    for col in ("state_before", "description", "rotate_every", "next_rotation", "destroy_at"):
+        row.setdefault(col, None)
+    row.setdefault("labels", "{}")
+    return KeyRecord(_TOKEN, row, [], new=True)
+
+
+def _key_error(vault, name: str, version: int | None = None) -> IntegrityError:
+    what = f"key {vault.ns.relative(name)!r}" + (f" version {version}" if version is not None else "")
+    return IntegrityError(f"the state of {what} failed authentication", hint=_EDITED)
+
+
+def verify_key_rows(vault, key_row, version_rows, keys=None) -> None:
+    row_key = (keys or vault.subkeys).row
+    if not _ok(key_mac(row_key, vault.vault_id, key_row), key_row["mac"]):
+        raise _key_error(vault, key_row["name"])
+    for v in version_rows:
+        if v["name"] != key_row["name"] or not _ok(version_mac(row_key, vault.vault_id, v), v["mac"]):
+            raise _key_error(vault, key_row["name"], v["version"])
+
+
+def load_key(vault, full: str) -> KeyRecord | None:
+    """The key `full` with every version, authenticated; None when there is no such key."""
+    row = vault.store.key(full)
+    if row is None:
+        return None
+    versions = vault.store.key_versions(full)
+    verify_key_rows(vault, row, versions)
+    return KeyRecord(_TOKEN, dict(row), [dict(v) for v in versions])
+
+
+def load_keys(vault, like: str = "%") -> list[KeyRecord]:
+    return [k for k in (load_key(vault, r["name"]) for r in vault.store.keys(like)) if k is not None]
+
+
+# -- secrets ---------------------------------------------------------------------------------
+
+class SecretRecord:
+    """A secret's head (latest version, deleted flag), authenticated; its version rows are
+    verified one by one as they are read."""
+
+    __slots__ = ("name", "head", "_new", "_new_versions", "_dirty_versions")
+
+    def __init__(self, token, head: dict, *, new: bool = False):
+        if token is not _TOKEN:
+            raise TypeError("secret records come from kms_cli.vault.rows.load_secret or new_secret only")
+        self.name = head["name"]
+        self.head = head
+        self._new = new
+        self._new_versions: list[dict] = []
+        self._dirty_versions: dict[int, dict] = {}
+
+    def __repr__(self) -> str:
+        return f"SecretRecord({self.name!r}, last_version={self.head['last_version']})"
+
+    @property
+    def deleted(self) -> bool:
+        return bool(self.head["deleted"])
+
+    @property
+    def last_version(self) -> int:
+        return self.head["last_version"]
+
+    def version(self, vault, n: int) -> dict | None:
+        """Version `n`, authenticated (None when it does not exist or was deleted)."""
+        if self.deleted or n > self.last_version or n < 1:
+            return None
+        row = vault.store.secret_version(self.name, n)
+        if row is None:
+            return None
+        if not _ok(secret_version_mac(vault.subkeys.row, vault.vault_id, row), row["mac"]):
+            raise IntegrityError(f"the metadata of secret {vault.ns.relative(self.name)!r} version {n} "
+                                 "failed authentication", hint=_EDITED)
+        return dict(row)
+
+    def versions(self, vault) -> list[dict]:
+        return [v for v in (self.version(vault, n) for n in range(1, self.last_version + 1)) if v is not None] \
+            if not self.deleted else []
+
+    def add_version(self, row: dict) -> None:
+        self._new_versions.append(dict(row))
+        self.head.update(last_version=row["version"], deleted=0, updated=row["created"])
+
+    def rewrite_version(self, row: dict) -> None:
+        """A version read through `version` (so verified), with a new value (master rotate)."""
+        self._dirty_versions[row["version"]] = row
+
+    def delete(self, when: float) -> None:
+        self.head.update(deleted=1, updated=when)
+
+    def save(self, vault, *, keys=None) -> None:
+        store, seq = vault.store, vault.audit.next_seq()
+        row_key = (keys or vault.subkeys).row
+        if self.deleted:
+            store.delete_secret_versions(self.name)
+        for v in self._new_versions:
+            v["seq"] = seq
+            v["mac"] = secret_version_mac(row_key, vault.vault_id, v)
+            store.insert_secret_version(**v)
+        for v in self._dirty_versions.values():
+            v["seq"] = seq
+            v["mac"] = secret_version_mac(row_key, vault.vault_id, v)
+            store.update_secret_version(self.name, v["version"], value=v["value"], seq=seq, mac=v["mac"])
+        h = self.head
+        h["seq"] = seq
+        h["mac"] = secret_head_mac(row_key, vault.vault_id, h)
+        store.put_secret_head(h["name"], h["last_version"], bool(h["deleted"]), h["created"], h["updated"],
+                              seq, h["mac"])
+        self._new = False
+        self._new_versions, self._dirty_versions = [], {}
+
+
+def new_secret(full: str, when: float) -> SecretRecord:
+    return SecretRecord(_TOKEN, {"name": full, "last_version": 0, "deleted": 0, "created": when, "updated": when},
+                        new=True)
+
+
+def _check_secret_head(vault, row) -> None:
+    if not _ok(secret_head_mac(vault.subkeys.row, vault.vault_id, row), row["mac"]):
+        raise IntegrityError(f"the state of secret {vault.ns.relative(row['name'])!r} failed authentication",
+                             hint=_EDITED)
+
+
+def load_secret(vault, full: str) -> SecretRecord | None:
+    """The secret `full`'s head, authenticated, and checked against its version rows (a head
+    rolled back below a newer version, or a deleted secret with versions, is refused)."""
+    row = vault.store.secret(full)
+    if row is None:
+        return None
+    _check_secret_head(vault, row)
+    top = vault.store.max_secret_version(full)
+    if (row["deleted"] and top) or (not row["deleted"] and top != row["last_version"]):
+        raise IntegrityError(f"the versions of secret {vault.ns.relative(full)!r} do not match its state",
+                             hint=_EDITED)
+    return SecretRecord(_TOKEN, dict(row))
+
+
+def load_secrets(vault, like: str = "%", *, deleted: bool = False) -> list[SecretRecord]:
+    out = []
+    for row in vault.store.secrets(like) if not deleted else vault.store.all_secrets():
+        rec = load_secret(vault, row["name"])
+        if rec is not None:
+            out.append(rec)
+    return out
+
+
+# -- slots -----------------------------------------------------------------------------------
+
+def seal_slot_set(vault, *, keys=None) -> None:
+    """MAC the set of slots as it now stands (after init, master add/remove/rotate): a removed
+    slot put back into the file, or one copied in, is refused at unlock."""
+    seq = vault.audit.next_seq()
+    slot_key = (keys or vault.subkeys).slot
+    vault.store.set_meta("slots_seq", str(seq))
+    vault.store.set_meta("slots_mac", slot_set_mac(slot_key, vault.vault_id, vault.store.slots(), seq).hex())
+
+
+def verify_slot_set(store, vault_id: bytes, slot_key: bytes) -> None:
+    seq, mac = store.get_meta("slots_seq"), store.get_meta("slots_mac")
+    try:
+        ok = seq is not None and mac is not None and equal(
+            slot_set_mac(slot_key, vault_id, store.slots(), int(seq)), bytes.fromhex(mac))
+    except ValueError:
+        ok = False
+    if not ok:
+        raise IntegrityError("the vault's set of slots failed authentication (a slot was added, removed or "
+                             "edited outside kms-cli)", hint=_EDITED)
+
+
+# -- everything at once: health, restore checks, master rotate, upgrades ------------------------
+
+def verify_all(vault) -> dict:
+    """Authenticate every state row and open every sealed value; raise IntegrityError naming the
+    first bad one. Returns counts and the highest seq any row records."""
+    from kms_cli.vault.core import slot_tag
+
+    counts = {"keys": 0, "key_versions": 0, "secrets": 0, "secret_versions": 0, "slots": 0}
+    verify_slot_set(vault.store, vault.vault_id, vault.subkeys.slot)
+    for s in vault.store.slots():
+        if not _ok(slot_tag(vault.subkeys.slot, vault.vault_id, s["id"], s["uri"], s["blob"]), s["tag"]):
+            raise IntegrityError(f"slot {s['id']} failed authentication", hint=_EDITED)
+        counts["slots"] += 1
+    names = {r["name"] for r in vault.store.keys()}
+    orphans = {v["name"] for v in vault.store.all_key_versions()} - names
+    if orphans:
+        raise IntegrityError(f"key versions without a key: {', '.join(sorted(orphans))}", hint=_EDITED)
+    for k in load_keys(vault):
+        counts["keys"] += 1
+        for v in k.ordered():
+            counts["key_versions"] += 1
+            if v["material"] is not None:
+                vault.open_material(k.name, v["version"], k.row["algorithm"], v["material"])
+            if v["public"] is not None:
+                vault.open_material(k.name, v["version"], k.row["algorithm"], v["public"], kind="public")
+    heads = {r["name"] for r in vault.store.all_secrets()}
+    orphans = {v["name"] for v in vault.store.all_secret_versions()} - heads
+    if orphans:
+        raise IntegrityError(f"secret versions without a secret: {', '.join(sorted(orphans))}", hint=_EDITED)
+    for s in load_secrets(vault, deleted=True):
+        counts["secrets"] += 1
+        for v in s.versions(vault):
+            counts["secret_versions"] += 1
+            vault.open_secret(s.name, v["version"], v["value"], v["expires"])
+    counts["max_seq"] = vault.store.max_row_seq()
+    return counts
+
+
+def _v1_key_ok(vault, k) -> bool:
+    mac = hmac_sha256(vault.subkeys.row, bind(
+        "key-row", vault.vault_id, k["name"], k["algorithm"], k["state"], k["state_before"] or "",
+        k["primary_version"], _num(k["destroy_at"])))
+    return _ok(mac, k["mac"])
+
+
+def _v1_version_ok(vault, v) -> bool:
+    mac = hmac_sha256(vault.subkeys.row, bind(
+        "key-version-row", vault.vault_id, v["name"], v["version"], v["state"], _num(v["grace_until"]),
+        _num(v["revoked"]), _num(v["destroyed"]), "material" if v["material"] is not None else "none"))
+    return _ok(mac, v["mac"])
+
+
+def upgrade(vault) -> None:
+    """Bring a vault written before row seqs and secret MACs (auth version 1) to version 2, in
+    one write transaction: key rows are verified under their version-1 MACs first, then every
+    row is sealed as today. Runs once, at the first unlock by this kms-cli."""
+    if vault.store.get_meta("auth") == AUTH_VERSION:
+        return
+    with vault.store.write():
+        if vault.store.get_meta("auth") == AUTH_VERSION:
+            return
+        if not vault.audit.head_is_legacy():  # a version-2 vault whose marker was removed: not an upgrade
+            raise IntegrityError("the vault's authentication version failed authentication", hint=_EDITED)
+        for row in vault.store.keys():
+            versions = vault.store.key_versions(row["name"])
+            if not _v1_key_ok(vault, row) or not all(_v1_version_ok(vault, v) for v in versions):
+                raise _key_error(vault, row["name"])
+            KeyRecord(_TOKEN, dict(row), [dict(v) for v in versions]).save(vault, everything=True)
+        for row in vault.store.all_secrets():
+            rec = SecretRecord(_TOKEN, dict(row))
+            for v in vault.store.secret_versions(row["name"]):
+                rec._new_versions.append(dict(v))
+            vault.store.delete_secret_versions(row["name"])
+            rec.save(vault)
+        seal_slot_set(vault)
+        vault.store.set_meta("auth", AUTH_VERSION)
+        vault.audit.append("vault.upgrade", None, None, extra={"auth": int(AUTH_VERSION)})
+
+
+def tags_of(row) -> dict:
+    return json.loads(row["tags"])

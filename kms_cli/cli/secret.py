@@ -114,8 +114,9 @@ def export(ctx, format, output) -> int:  # noqa: A002
     from kms_cli import dotenv
     from kms_cli.vault import secrets
 
-    with ctx.vault() as vault:
-        items = secrets.export_all(vault)
+    out: dict[str, bytes] = {}
+
+    def render(items) -> None:  # inside the audited read: a value the format cannot carry is its result
         if format == "json" or ctx.json:
             doc = {}
             for name, value in items:
@@ -124,7 +125,7 @@ def export(ctx, format, output) -> int:  # noqa: A002
                     doc[name] = raw.decode("utf-8")
                 except UnicodeDecodeError:
                     raise UsageError(f"secret {name!r} is not UTF-8 text; JSON export needs text values") from None
-            data = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+            out["data"] = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
         else:
             pairs = []
             for name, value in items:
@@ -132,7 +133,11 @@ def export(ctx, format, output) -> int:  # noqa: A002
                     pairs.append((name, value.reveal().decode("utf-8")))
                 except UnicodeDecodeError:
                     raise UsageError(f"secret {name!r} is not UTF-8 text; dotenv export needs text values") from None
-            data = dotenv.serialize(pairs).encode()
-        with fileio.atomic_output(output) as dst:
-            dst.write(data)
+            out["data"] = dotenv.serialize(pairs).encode()
+
+    # The output is opened (directory checked, temporary file made) before the audited read.
+    with fileio.atomic_output(output) as dst:
+        with ctx.vault() as vault:
+            secrets.export_all(vault, check=render)
+        dst.write(out["data"])
     return 0

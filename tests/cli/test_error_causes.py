@@ -347,3 +347,15 @@ def test_inject_to_a_missing_directory_is_not_logged_ok(vault):
     vault.ok("inject", "-i", "t.tpl", "-o", "out")
     assert (vault.tmp / "out").read_bytes() == b"x=v\n"
     assert [e["result"] for e in _entries(vault) if e["op"] == "inject"] == ["ok"]
+
+
+def test_export_refusals_are_not_logged_ok(vault):
+    vault.ok("secret", "put", "bin", input=b"\xff\xfe")
+    for args in (["secret", "export"], ["secret", "export", "--format", "json"]):
+        r = vault(*args)
+        assert r.code == 2 and r.out == b"", r.err
+        _no_traceback(r)
+    r = vault("secret", "export", "-o", "no/such/dir/out.env")
+    assert r.code == 3, r.err
+    entries = [e for e in _entries(vault) if e["op"] == "secret.export"]
+    assert [(e["result"], e["error"]) for e in entries] == [("error", "usage")] * 2

@@ -7,17 +7,27 @@ import json
 from kms_cli import durations
 from kms_cli.errors import NotFoundError, StateError
 from kms_cli.secretvalue import SecretValue
+from kms_cli.vault import rows
+from kms_cli.vault.rows import SecretRecord
 
 MAX_VALUE = 1 << 20  # 1 MiB: a secret, not a file (use `encrypt` for files)
 
 
-def _current(vault, full: str, name: str, version: int | None):
-    srow = vault.store.secret(full)
-    if srow is None or (srow["deleted"] and version is None):
+def _load(vault, full: str, name: str, *, deleted_ok: bool = False) -> SecretRecord:
+    """The secret's authenticated head (rows.load_secret), or not found."""
+    srec = rows.load_secret(vault, full)
+    if srec is None or (srec.deleted and not deleted_ok):
+        raise NotFoundError(f"no secret named {name!r}")
+    return srec
+
+
+def _current(vault, full: str, name: str, version: int | None) -> dict:
+    srec = rows.load_secret(vault, full)
+    if srec is None or (srec.deleted and version is None):
         raise NotFoundError(f"no secret named {name!r}")
     if version is None:
-        version = srow["last_version"]
-    row = vault.store.secret_version(full, version)
+        version = srec.last_version
+    row = srec.version(vault, version)
     if row is None:
         raise NotFoundError(f"secret {name!r} has no version {version}")
     return row
@@ -36,17 +46,17 @@ def put(vault, name: str, value: bytes, ttl: int | None, tags: dict[str, str] | 
 
 def _put_row(vault, full: str, value: bytes, ttl: int | None, tags: dict[str, str] | None) -> int:
     now = durations.now()
-    srow = vault.store.secret(full)
-    version = (srow["last_version"] if srow else 0) + 1
+    srec = rows.load_secret(vault, full) or rows.new_secret(full, now)
+    version = srec.last_version + 1
     if tags is None:
-        prev = vault.store.secret_version(full, srow["last_version"]) if srow and not srow["deleted"] else None
+        prev = srec.version(vault, srec.last_version) if not srec.deleted else None
         tags = json.loads(prev["tags"]) if prev else {}
     expires = now + ttl if ttl else None
-    vault.store.insert_secret_version(
+    srec.add_version(dict(
         name=full, version=version, value=vault.seal_secret(full, version, value, expires), created=now,
         expires=expires, tags=json.dumps(tags, sort_keys=True),
-    )
-    vault.store.upsert_secret(full, version, now)
+    ))
+    srec.save(vault)
     return version
 
 
@@ -86,7 +96,7 @@ def get_many(vault, refs: list[tuple[str, int | None]], op: str,
 
 
 def all_names(vault) -> list[str]:
-    return [vault.ns.relative(r["name"]) for r in vault.store.secrets(vault.ns.like_pattern())]
+    return [vault.ns.relative(s.name) for s in rows.load_secrets(vault, vault.ns.like_pattern())]
 
 
 def _describe(vault, srow, vrow) -> dict:
@@ -105,11 +115,11 @@ def _describe(vault, srow, vrow) -> dict:
 def list_secrets(vault, tags: dict[str, str] | None = None) -> list[dict]:
     with vault.operation("secret.list", vault.ns.prefix or None, write=False):
         out = []
-        for srow in vault.store.secrets(vault.ns.like_pattern()):
-            vrow = vault.store.secret_version(srow["name"], srow["last_version"])
+        for srec in rows.load_secrets(vault, vault.ns.like_pattern()):
+            vrow = srec.version(vault, srec.last_version)
             if vrow is None:
                 continue
-            d = _describe(vault, srow, vrow)
+            d = _describe(vault, srec.head, vrow)
             if tags and any(d["tags"].get(k) != v for k, v in tags.items()):
                 continue
             out.append(d)
@@ -119,28 +129,25 @@ def list_secrets(vault, tags: dict[str, str] | None = None) -> list[dict]:
 def history(vault, name: str) -> list[dict]:
     full = vault.ns.full(name)
     with vault.operation("secret.history", full, write=False):
-        srow = vault.store.secret(full)
-        if srow is None or srow["deleted"]:
-            raise NotFoundError(f"no secret named {name!r}")
+        srec = _load(vault, full, name)
         now = durations.now()
         return [
             {"version": v["version"], "created": durations.rfc3339(v["created"]),
              "expires": durations.rfc3339(v["expires"]),
              "expired": v["expires"] is not None and v["expires"] <= now,
-             "current": v["version"] == srow["last_version"], "tags": json.loads(v["tags"])}
-            for v in vault.store.secret_versions(full)
+             "current": v["version"] == srec.last_version, "tags": json.loads(v["tags"])}
+            for v in srec.versions(vault)
         ]
 
 
 def remove(vault, name: str) -> dict:
     full = vault.ns.full(name)
     with vault.operation("secret.rm", full) as rec:
-        srow = vault.store.secret(full)
-        if srow is None or srow["deleted"]:
-            raise NotFoundError(f"no secret named {name!r}")
-        rec.version = srow["last_version"]
-        count = len(vault.store.secret_versions(full))
-        vault.store.delete_secret(full, durations.now())
+        srec = _load(vault, full, name)
+        rec.version = srec.last_version
+        count = len(srec.versions(vault))
+        srec.delete(durations.now())
+        srec.save(vault)
         return {"name": name, "versions_removed": count}
 
 
@@ -160,11 +167,11 @@ def import_items(vault, items: list[tuple[str, bytes]], ttl: int | None = None) 
 def export_all(vault, check=None) -> list[tuple[str, SecretValue]]:
     with vault.operation("secret.export", vault.ns.prefix or None, write=False) as rec:
         out = []
-        for srow in vault.store.secrets(vault.ns.like_pattern()):
-            vrow = vault.store.secret_version(srow["name"], srow["last_version"])
+        for srec in rows.load_secrets(vault, vault.ns.like_pattern()):
+            vrow = srec.version(vault, srec.last_version)
             if vrow is None:
                 continue
-            name = vault.ns.relative(srow["name"])
+            name = vault.ns.relative(srec.name)
             out.append((name, _open(vault, vrow, name)))
         rec.extra = {"count": len(out)}
         if check is not None:  # as get_many: the caller's refusal is this entry's result

@@ -98,6 +98,7 @@ MIGRATIONS: list[str] = [
     ALTER TABLE secrets ADD COLUMN mac BLOB;
     ALTER TABLE secret_versions ADD COLUMN seq INTEGER;
     ALTER TABLE secret_versions ADD COLUMN mac BLOB;
+    CREATE INDEX audit_target ON audit (target, seq);
     """,
 ]
 
@@ -517,6 +518,12 @@ class Store:
             "SELECT MAX(COALESCE((SELECT MAX(seq) FROM keys), 0), COALESCE((SELECT MAX(seq) FROM key_versions), 0), "
             "COALESCE((SELECT MAX(seq) FROM secrets), 0), COALESCE((SELECT MAX(seq) FROM secret_versions), 0), "
             "COALESCE((SELECT CAST(v AS INTEGER) FROM meta WHERE k = 'slots_seq'), 0))")[0]
+
+    def written_since(self, target: str, seq: int, ops: tuple[str, ...]) -> int | None:
+        """The first successful entry after `seq` that changed `target` (one of `ops`), if any."""
+        row = self.one(f"SELECT seq FROM audit WHERE target = ? AND seq > ? AND op IN ({', '.join('?' * len(ops))}) "
+                       "AND instr(entry, '\"result\":\"ok\"') > 0 ORDER BY seq LIMIT 1", (target, seq, *ops))
+        return None if row is None else row[0]
 
     def keys_due_for_destruction(self, now: float) -> list[str]:
         return [r[0] for r in self.all("SELECT name FROM keys WHERE state = 'destroy-scheduled' AND destroy_at <= ?",

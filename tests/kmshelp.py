@@ -28,6 +28,11 @@ class Result:
 
         return json.loads(self.out)
 
+    def json_lines(self) -> list:
+        import json
+
+        return [json.loads(line) for line in self.out.splitlines() if line.strip()]
+
 
 class Kms:
     """Runs `python -m kms_cli` as a user would, with its own HOME and vault."""

@@ -5,12 +5,15 @@ from __future__ import annotations
 from kms_cli.errors import UsageError
 
 
-def health(ctx, format) -> int:
+def health(ctx, format, expiring_within=None) -> int:
     from kms_cli.vault import health as checks
 
     if ctx.json and format == "prometheus":
         raise UsageError("--json and --format prometheus exclude each other")
-    report = checks.run(ctx.vault_options())
+    from kms_cli.durations import parse_duration
+
+    window = checks.SOON if expiring_within is None else parse_duration(expiring_within)
+    report = checks.run(ctx.vault_options(), expiring_within=window)
     fmt = "json" if ctx.json else format
     if fmt == "json":
         ctx.emit_json(report.to_dict())

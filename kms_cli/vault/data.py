@@ -8,7 +8,7 @@ import struct
 from kms_cli import envelope
 from kms_cli.crypto import chunked, wrap
 from kms_cli.crypto.primitives import hkdf_sha256, random_bytes
-from kms_cli.errors import IntegrityError, NotFoundError
+from kms_cli.errors import IntegrityError, KmsError, NotFoundError
 from kms_cli.vault import keys
 
 SUITE_OF = {"aes-256-gcm": envelope.SUITE_COBBLESTONE, "chacha20-poly1305": envelope.SUITE_AGE_STREAM}
@@ -103,23 +103,45 @@ def _open_payload(header, dek: bytes, context_pairs, src, dst) -> None:
         chunked.age_decrypt_stream(okm[:32], src, dst)
 
 
-def _encrypt_with(vault, full: str, v, alg, context_pairs, src, dst) -> None:
-    """Header and payload under key version `v`: a fresh data key, wrapped by that version."""
+def _begin_encrypt(vault, full: str, v, alg):
+    """A fresh data key and the header that wraps it under key version `v`."""
     material = vault.open_material(full, v["version"], alg.name, v["material"])
     dek = random_bytes(32)
     header = envelope.Header(suite=_suite_for(alg.name), vault_id=vault.vault_id, name=full, version=v["version"])
     header.wrap = _wrap_dek(vault, alg, material, dek, header, _public_of(vault, full, v, alg))
+    return header, dek
+
+
+def _encrypt_with(vault, full: str, v, alg, context_pairs, src, dst) -> None:
+    """Header and payload under key version `v`: a fresh data key, wrapped by that version."""
+    header, dek = _begin_encrypt(vault, full, v, alg)
     dst.write(header.to_bytes())
     _seal_payload(header, dek, context_pairs, src, dst)
+
+
+def _stream_after_entry(vault, rec, run) -> None:
+    """Stream a payload once the operation's entry is durable; a stream that then fails (input
+    that does not authenticate, a read error) records a second entry saying so."""
+    try:
+        run()
+    except KmsError as exc:
+        vault.record(rec, exc)
+        raise
 
 
 def encrypt(vault, name: str, context_pairs, src, dst) -> dict:
     full = vault.ns.full(name)
     with vault.operation("encrypt", full, write=False) as rec:
-        row, v, alg = keys.usable_version(vault, full, None, "encrypt")
+        _, v, alg = keys.usable_version(vault, full, None, "encrypt")
         rec.version = v["version"]
-        _encrypt_with(vault, full, v, alg, context_pairs, src, dst)
-        return {"key": name, "version": v["version"]}
+        header, dek = _begin_encrypt(vault, full, v, alg)
+
+    def run():
+        dst.write(header.to_bytes())
+        _seal_payload(header, dek, context_pairs, src, dst)
+
+    _stream_after_entry(vault, rec, run)
+    return {"key": name, "version": v["version"]}
 
 
 def _resolve(vault, header: envelope.Header, use: str):
@@ -155,8 +177,9 @@ def decrypt(vault, context_pairs, src, dst) -> dict:
         rec.target, rec.version = full, v["version"]
         material = vault.open_material(full, v["version"], alg.name, v["material"])
         dek = _unwrap_dek(vault, alg, material, header, v["fingerprint"])
-        _open_payload(header, dek, context_pairs, src, dst)
-        return {"key": vault.ns.relative(full), "version": v["version"]}
+    # No plaintext leaves before the entry is durable (to stdout, chunks go out as they authenticate).
+    _stream_after_entry(vault, rec, lambda: _open_payload(header, dek, context_pairs, src, dst))
+    return {"key": vault.ns.relative(full), "version": v["version"]}
 
 
 def rewrap(vault, src, dst) -> dict:

@@ -29,7 +29,7 @@ HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
 _SEVERITY = (5, 4, 7, 3, 1)  # which exit code wins when several checks fail
 _ERRORS = {5: IntegrityError, 4: UnlockError, 7: UnavailableError, 3: NotFoundError}
 KEY_STATES = ("active", "disabled", "destroy-scheduled", "destroyed", "revoked")
-SOON = 7 * 86400  # secrets expiring within a week are named (still ok)
+SOON = 7 * 86400  # by default, secrets whose TTL ends within a week are warned about (exit 10)
 
 
 @dataclass
@@ -183,6 +183,10 @@ def _check_slots(report: Report, vault) -> None:
         except KmsError as exc:
             report.add(name, FAIL, f"{row['uri']}: {exc}", exc.exit_code)
             continue
+        if not equal(slot_tag(vault.subkeys.slot, vault.vault_id, row["id"], row["uri"], row["blob"]),
+                     bytes(row["tag"]) if isinstance(row["tag"], bytes) else b""):
+            report.add(name, FAIL, f"{shown}: the slot row failed authentication (edited outside kms-cli)", 5)
+            continue
         if row["id"] == vault.slot_id:
             report.add(name, OK, f"{shown}: unsealed the vault")
             continue
@@ -221,16 +225,30 @@ def _check_audit(report: Report, vault) -> None:
     report.metrics["audit_last_seq"] = stats["last_seq"]
 
 
-def _check_keys(report: Report, vault, now: float) -> None:
-    from kms_cli.vault import keys
+def _check_rows(report: Report, vault) -> None:
+    """Every state row authenticated and every sealed value opened (rows.verify_all)."""
+    from kms_cli.vault import rows
 
-    store, ns = vault.store, vault.ns
-    rows = store.keys(ns.like_pattern())
+    try:
+        counts = rows.verify_all(vault)
+    except IntegrityError as exc:
+        report.add("vault.rows", FAIL, str(exc), 5)
+        return
+    report.add("vault.rows", OK, f"{_plural(counts['keys'], 'key')}, {_plural(counts['key_versions'], 'key version')}, "
+                                 f"{_plural(counts['secrets'], 'secret')}, "
+                                 f"{_plural(counts['secret_versions'], 'secret version')} and the slot set "
+                                 "authenticated")
+
+
+def _check_keys(report: Report, vault, now: float) -> None:
+    from kms_cli.vault import keys, rows
+
+    ns = vault.ns
     states = dict.fromkeys(KEY_STATES, 0)
     overdue, past_grace, destroy_due, destroy_soon = [], [], [], []
-    for row in rows:
+    for k in rows.load_keys(vault, ns.like_pattern()):
+        row, versions = k.row, k.ordered()
         name = ns.relative(row["name"])
-        versions = store.key_versions(row["name"])
         state = keys.key_state(row, versions, now)
         states[state] = states.get(state, 0) + 1
         if row["state"] == keys.ACTIVE and row["next_rotation"] is not None and row["next_rotation"] <= now:
@@ -261,25 +279,37 @@ def _check_keys(report: Report, vault, now: float) -> None:
         report.add("keys.destroy", OK, "no destruction is due")
 
 
-def _check_secrets(report: Report, vault, now: float) -> None:
-    store, ns = vault.store, vault.ns
-    rows = store.all(
-        "SELECT s.name, v.expires FROM secrets s JOIN secret_versions v "
-        "ON v.name = s.name AND v.version = s.last_version "
-        "WHERE s.deleted = 0 AND s.name LIKE ? ESCAPE '\\' ORDER BY s.name", (ns.like_pattern(),))
-    expired = [ns.relative(r["name"]) for r in rows if r["expires"] is not None and r["expires"] <= now]
-    soon = [ns.relative(r["name"]) for r in rows if r["expires"] is not None and now < r["expires"] <= now + SOON]
-    report.metrics.update(secrets=len(rows), secrets_expired=len(expired))
+def _span(seconds: int) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            return _plural(seconds // size, unit)
+    return _plural(seconds, "second")
+
+
+def _check_secrets(report: Report, vault, now: float, window: int) -> None:
+    from kms_cli.vault import rows
+
+    ns = vault.ns
+    current = []
+    for srec in rows.load_secrets(vault, ns.like_pattern()):
+        v = srec.version(vault, srec.last_version)
+        if v is not None:
+            current.append((ns.relative(srec.name), v["expires"]))
+    expired = [n for n, e in current if e is not None and e <= now]
+    soon = [n for n, e in current if e is not None and now < e <= now + window]
+    report.metrics.update(secrets=len(current), secrets_expired=len(expired), secrets_expiring=len(soon))
+    span = _span(window)
     if expired:
         report.add("secrets.ttl", WARN, f"{_plural(len(expired), 'secret')} past the TTL: {_names(expired)}; "
                                         "put new values with `kms-cli secret put`")
     elif soon:
-        report.add("secrets.ttl", OK, f"no secret is past its TTL; expiring within 7 days: {_names(soon)}")
+        report.add("secrets.ttl", WARN, f"{_plural(len(soon), 'secret')} expiring within {span}: {_names(soon)}; "
+                                        "put new values with `kms-cli secret put`")
     else:
-        report.add("secrets.ttl", OK, "no secret is past its TTL")
+        report.add("secrets.ttl", OK, "no secret is past its TTL" + (f" or expiring within {span}" if window else ""))
 
 
-def run(options) -> Report:
+def run(options, expiring_within: int = SOON) -> Report:
     """Run every check against the vault `options` names; records one `health` entry when it unlocks."""
     from kms_cli.vault.core import Vault
 
@@ -300,8 +330,10 @@ def run(options) -> Report:
         try:
             _check_slots(report, vault)
             _check_audit(report, vault)
-            _check_keys(report, vault, now)
-            _check_secrets(report, vault, now)
+            _check_rows(report, vault)
+            if report.status != UNHEALTHY:  # the summaries below read only authenticated rows
+                _check_keys(report, vault, now)
+                _check_secrets(report, vault, now, expiring_within)
         except sqlite3.DatabaseError as exc:
             report.add("vault.read", FAIL, f"the vault could not be read: {exc}", 5)
             return report
@@ -358,6 +390,8 @@ def prometheus(report: Report) -> str:
     if "secrets" in m:
         gauge("secrets", "Secrets (not deleted).", [({}, m["secrets"])])
         gauge("secrets_expired", "Secrets whose current version is past its TTL.", [({}, m["secrets_expired"])])
+        gauge("secrets_expiring", "Secrets whose current version's TTL ends within the warning window.",
+              [({}, m["secrets_expiring"])])
     if "audit_entries" in m:
         gauge("audit_entries", "Entries in the audit log (after any prune).", [({}, m["audit_entries"])])
         gauge("audit_last_seq", "Sequence number of the newest audit entry.", [({}, m["audit_last_seq"])])

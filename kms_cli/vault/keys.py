@@ -222,12 +222,13 @@ def destroy(vault, name: str, after: int | None) -> dict:
             raise StateError(f"key {name!r} is already {k.row['state']}")
         now = durations.now()
         when = now + (DEFAULT_DESTROY_AFTER if after is None else after)
-        k.set(state=DESTROY_SCHEDULED, state_before=k.row["state"], destroy_at=when, updated=now)
-        k.save(vault)
         rec.extra = {"destroy_at": durations.rfc3339(when)}
-        if when <= now:
-            purge_due(vault)
-            k = _find(vault, name)
+        if when <= now:  # at once: this operation's own entry records it (rows before entries)
+            _purge(k, now)
+            rec.extra["destroyed"] = True
+        else:
+            k.set(state=DESTROY_SCHEDULED, state_before=k.row["state"], destroy_at=when, updated=now)
+        k.save(vault)
         return describe(vault, k)
 
 
@@ -247,11 +248,15 @@ def purge_due(vault) -> None:
     now = durations.now()
     for full in vault.store.keys_due_for_destruction(now):
         k = rows.load_key(vault, full)
-        for v in k.ordered():
-            k.set_version(v["version"], material=None, state=V_DESTROYED, destroyed=now)
-        k.set(state=DESTROYED, updated=now)
+        _purge(k, now)
         k.save(vault)
         vault.audit.append("key.destroyed", full, None)
+
+
+def _purge(k: KeyRecord, now: float) -> None:
+    for v in k.ordered():
+        k.set_version(v["version"], material=None, state=V_DESTROYED, destroyed=now)
+    k.set(state=DESTROYED, updated=now)
 
 
 def usable_version(vault, full: str, version: int | None, use: str):

@@ -21,6 +21,13 @@ from kms_cli.errors import IntegrityError
 from kms_cli.binding import bind
 
 AUTH_VERSION = "2"
+# The ops whose successful entries change a key's or a secret's rows. An operation writes its
+# rows, then appends its entries, so a row records the seq of the first entry after it and no
+# later successful entry of these ops names its target: if one does, the row is an older
+# authentic copy put back in place (a rollback or a resurrection) and is refused.
+KEY_WRITES = ("key.create", "key.rotate", "key.revoke", "key.enable", "key.disable", "key.destroy",
+              "key.cancel-destroy", "key.destroyed")
+SECRET_WRITES = ("secret.put", "secret.rm")
 _TOKEN = object()
 _EDITED = "the vault file was edited outside kms-cli; restore a backup"
 
@@ -37,10 +44,12 @@ def _mac(key: bytes, vault_id: bytes, label: str, *parts) -> bytes:
     return hmac_sha256(key, bind(label, vault_id, *parts))
 
 
-def key_mac(row_key: bytes, vault_id: bytes, k) -> bytes:
+def key_mac(row_key: bytes, vault_id: bytes, k, nversions: int) -> bytes:
+    """Over the key's state and how many versions it has (versions are never deleted, so a
+    version row removed from the file is detected)."""
     return _mac(row_key, vault_id, "key-row/v2", k["name"], k["algorithm"], k["state"], k["state_before"] or "",
                 k["primary_version"], _num(k["destroy_at"]), _int(k["rotate_every"]), _num(k["next_rotation"]),
-                _int(k["seq"]))
+                _int(k["seq"]), nversions)
 
 
 def version_mac(row_key: bytes, vault_id: bytes, v) -> bytes:
@@ -120,9 +129,9 @@ class KeyRecord:
         operation's audit seq. Inside the operation's write transaction."""
         store, seq = vault.store, vault.audit.next_seq()
         row_key = (keys or vault.subkeys).row
-        if self._new or self._dirty or everything:
+        if self._new or self._dirty or self._new_versions or everything:
             self.row["seq"] = seq
-            self.row["mac"] = key_mac(row_key, vault.vault_id, self.row)
+            self.row["mac"] = key_mac(row_key, vault.vault_id, self.row, len(self.versions))
             if self._new:
                 store.insert_key(**self.row)
             else:
@@ -158,7 +167,7 @@ def _key_error(vault, name: str, version: int | None = None) -> IntegrityError:
 
 def verify_key_rows(vault, key_row, version_rows, keys=None) -> None:
     row_key = (keys or vault.subkeys).row
-    if not _ok(key_mac(row_key, vault.vault_id, key_row), key_row["mac"]):
+    if not _ok(key_mac(row_key, vault.vault_id, key_row, len(version_rows)), key_row["mac"]):
         raise _key_error(vault, key_row["name"])
     for v in version_rows:
         if v["name"] != key_row["name"] or not _ok(version_mac(row_key, vault.vault_id, v), v["mac"]):
@@ -172,7 +181,15 @@ def load_key(vault, full: str) -> KeyRecord | None:
         return None
     versions = vault.store.key_versions(full)
     verify_key_rows(vault, row, versions)
+    _check_newest(vault, full, row["seq"], KEY_WRITES, f"key {vault.ns.relative(full)!r}")
     return KeyRecord(_TOKEN, dict(row), [dict(v) for v in versions])
+
+
+def _check_newest(vault, full: str, seq: int, ops: tuple[str, ...], what: str) -> None:
+    later = vault.store.written_since(full, seq, ops)
+    if later is not None:
+        raise IntegrityError(f"the state of {what} is older than audit entry {later} that changed it: "
+                             "an older copy of it was put back", hint=_EDITED)
 
 
 def load_keys(vault, like: str = "%") -> list[KeyRecord]:
@@ -274,6 +291,7 @@ def load_secret(vault, full: str) -> SecretRecord | None:
     if row is None:
         return None
     _check_secret_head(vault, row)
+    _check_newest(vault, full, row["seq"], SECRET_WRITES, f"secret {vault.ns.relative(full)!r}")
     top = vault.store.max_secret_version(full)
     if (row["deleted"] and top) or (not row["deleted"] and top != row["last_version"]):
         raise IntegrityError(f"the versions of secret {vault.ns.relative(full)!r} do not match its state",

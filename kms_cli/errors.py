@@ -65,6 +65,20 @@ class AlreadyExistsError(KmsError):
     code = "already_exists"
 
 
+class CommandNotFoundError(KmsError):
+    """`exec`: CMD is not found (as a shell reports it, exit 127)."""
+
+    exit_code = 127
+    code = "command_not_found"
+
+
+class CommandNotExecutableError(KmsError):
+    """`exec`: CMD is found but cannot be executed (exit 126)."""
+
+    exit_code = 126
+    code = "command_not_executable"
+
+
 class DegradedError(KmsError):
     """`health` found warnings only."""
 

@@ -36,7 +36,9 @@ def read_input(path: str | None) -> bytes:
 @contextmanager
 def atomic_output(path: str | None) -> Iterator[BinaryIO]:
     """Yield a stream for OUT. A file appears at `path` only if the block completes:
-    it is written 0600 to a temporary file beside it, fsynced and renamed."""
+    it is written 0600 to a temporary file beside it, fsynced and renamed. The temporary
+    file never outlives the command: it is removed on any error and on SIGINT, SIGTERM,
+    SIGHUP or SIGPIPE (exit 128+N), and by the next command after a SIGKILL."""
     if path in (None, "-"):
         out = sys.stdout.buffer
         yield out
@@ -59,20 +61,32 @@ def atomic_output(path: str | None) -> Iterator[BinaryIO]:
         raise NotFoundError(f"no such directory: {directory}")
     import tempfile
 
-    fd, tmp = tempfile.mkstemp(prefix=".kms-cli-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb", buffering=1 << 20) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
+    from kms_cli import leftovers
+
+    # SIGTERM, SIGHUP and SIGPIPE now end the command like ^C, removing the temporary file;
+    # after a SIGKILL the next kms-cli command removes it (the marker registered below).
+    with leftovers.guard():
+        fd, tmp = tempfile.mkstemp(prefix=".kms-cli-", suffix=".tmp", dir=directory)
+        marker = None
+        committed = False
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+            with os.fdopen(fd, "wb", buffering=1 << 20) as f:
+                marker = leftovers.register([(tmp, "file")])  # before any byte is written
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, path)
+            committed = True
+        finally:
+            with leftovers.deferred():
+                if not committed:
+                    try:
+                        os.unlink(tmp)
+                    except FileNotFoundError:
+                        pass
+                if marker is not None:
+                    marker.release()
 
 
 def write_private(path: str, data: bytes) -> None:

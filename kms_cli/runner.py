@@ -28,9 +28,11 @@ the foreground, the terminal is put in raw mode and keystrokes pass through the 
 (Ctrl-C and Ctrl-\\ become the child's signals there), except Ctrl-Z, which stops the
 child and kms-cli together so that the shell's ``fg`` resumes both.
 
-Limits: a SIGKILL to kms-cli cannot be handled, so the env file then stays behind
-(choose a directory on tmpfs); `run` must be called from the main thread of a process
-without other threads that leave these signals unblocked.
+Limits: a SIGKILL to kms-cli cannot be handled, so the env file then stays behind until
+the child is gone too: it is registered with `kms_cli.leftovers` (a marker naming the file,
+kms-cli and, once started, the child), and the next kms-cli command after both have ended
+removes it (choose a directory on tmpfs all the same). `run` must be called from the main
+thread of a process without other threads that leave these signals unblocked.
 """
 
 from __future__ import annotations
@@ -182,6 +184,26 @@ def resolve_command(cmd: str, path: str | None) -> str:
     raise _CommandError(127, f"command not found: {cmd}")
 
 
+def check_command(argv: list[str], path: str | None) -> None:
+    """Raise what `run` would report for a CMD that cannot be started, as a KmsError.
+
+    `exec` calls this before it reads any secret, inside its audited operation, so that the
+    entry of a missing (127) or non-executable (126) CMD says "error", as the user sees it.
+
+    Raises:
+        CommandNotFoundError, CommandNotExecutableError: `argv[0]` resolved over `path`
+            (the child's PATH) as `resolve_command` does.
+    """
+    from kms_cli.errors import CommandNotExecutableError, CommandNotFoundError
+
+    if not argv:
+        return
+    try:
+        resolve_command(argv[0], path)
+    except _CommandError as exc:
+        raise (CommandNotFoundError if exc.code == 127 else CommandNotExecutableError)(exc.message) from None
+
+
 def _exec_error(cmd: str, exc: OSError) -> _CommandError:
     if exc.errno == errno.ENOENT:  # also a missing interpreter or loader, as bash reports it
         return _CommandError(127, f"cannot execute {cmd}: required file not found")
@@ -261,8 +283,11 @@ def _exec(path: str, argv: list[str], env: dict[str, str], report) -> int:
 # ---------------------------------------------------------------------------- env file
 
 
-def _write_env_file(target: str, text: str) -> tuple[str, Callable[[], None]]:
-    """Create the env file; return its absolute path and a function that removes it."""
+def _write_env_file(target: str, text: str):
+    """Create the env file; return its absolute path, a function that removes it, and its
+    `leftovers` marker (or None), registered before any value is written."""
+    from kms_cli import leftovers
+
     private_dir = None
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
@@ -281,6 +306,7 @@ def _write_env_file(target: str, text: str) -> tuple[str, Callable[[], None]]:
             os.rmdir(private_dir)
         raise UsageError(f"cannot create env file {target}: {os.strerror(exc.errno).lower()}") from None
     path = os.path.abspath(path)
+    marker = None
 
     def remove() -> None:
         for fn, p in ((os.unlink, path), (os.rmdir, private_dir)):
@@ -289,8 +315,11 @@ def _write_env_file(target: str, text: str) -> tuple[str, Callable[[], None]]:
                     fn(p)
                 except OSError:
                     pass
+        if marker is not None:
+            marker.release()
 
     try:
+        marker = leftovers.register([(path, "file")] + ([(private_dir, "dir")] if private_dir else []))
         os.fchmod(fd, 0o600)
         data = text.encode("utf-8")
         while data:
@@ -300,7 +329,9 @@ def _write_env_file(target: str, text: str) -> tuple[str, Callable[[], None]]:
         raise
     finally:
         os.close(fd)
-    return path, remove
+    if marker is not None:
+        marker.stamp(path)  # written to disk with the child's pid, by add_process
+    return path, remove, marker
 
 
 # ---------------------------------------------------------------------------- signals
@@ -406,14 +437,14 @@ class _Supervisor:
                 stream.flush()
             except (OSError, ValueError):
                 pass
-        remove_env_file = None
+        remove_env_file = env_marker = None
         # Signals stay blocked until everything is cleaned up: a SIGTERM now is for the
         # child, and must not stop kms-cli between the child's end and the env file's.
         # With keystrokes relayed, Ctrl-Z reaches kms-cli as SIGTSTP: handled, not obeyed.
         with _Signals((signal.SIGTSTP,) if self.proxy_stdin else ()) as signals:
             try:
                 if self.env_file is not None:
-                    path, remove_env_file = _write_env_file(self.env_file, self.dotenv_text)
+                    path, remove_env_file, env_marker = _write_env_file(self.env_file, self.dotenv_text)
                     self.env[ENV_FILE_VAR] = path
                 child_fds: list[int] = []
                 try:
@@ -424,6 +455,8 @@ class _Supervisor:
                 finally:
                     for fd in child_fds:  # the child's ends of the pipes and the pty
                         os.close(fd)
+                if env_marker is not None:  # the file is the child's too: stale only once it is gone
+                    env_marker.add_process(self.pid)
                 for sig, by_kernel in signals.pending():  # arrived while starting
                     self._on_signal(sig, by_kernel)
                 self._loop(signals)

@@ -95,17 +95,39 @@ class Ctx:
         )
 
     def vault_options(self, **kw):
+        """How to open the vault; called by every command that opens one, before it does.
+
+        So it is also where such a command stops core dumps (it is about to hold key material)
+        and where a restore that was killed half-way is finished or rolled back, before the
+        vault file is opened (`vault.backup.recover_interrupted_restore`).
+        """
+        from kms_cli.hardening import no_core_dumps
         from kms_cli.names import Namespace
         from kms_cli.vault import Options
 
+        no_core_dumps()
         s = self.settings
+        if os.path.lexists(s.vault + ".restore-journal"):  # one stat; the backup module only when needed
+            from kms_cli.vault.backup import recover_interrupted_restore
+
+            recover_interrupted_restore(s.vault)
         return Options(path=s.vault, namespace=Namespace.parse(s.namespace), unlock=s.unlock,
                        source=self.source_options(**kw))
 
     def open_vault(self):
+        from kms_cli.errors import NotFoundError
         from kms_cli.vault import Vault
 
-        return Vault.open(self.vault_options())
+        options = self.vault_options()
+        try:
+            return Vault.open(options)
+        except NotFoundError as exc:
+            kept = _kept_by_restore(options.path)
+            if kept is None:
+                raise
+            raise NotFoundError(exc.message, hint=f"a restore left the previous vault as {kept}: rename it to "
+                                                  f"{options.path} (`kms-cli init` would make a new, empty vault)"
+                                ) from None
 
     @contextmanager
     def vault(self):
@@ -170,3 +192,17 @@ class Ctx:
                 raise UsageError(f"{what} {k!r} given twice")
             out[k] = v
         return out
+
+
+def _kept_by_restore(path: str) -> str | None:
+    """The newest `<vault>.bak-<time>` beside a missing vault file, or None: what an earlier kms-cli's
+    restore, killed between its two renames, left (today's restore never leaves the path empty)."""
+    if os.path.lexists(path):
+        return None
+    directory = os.path.dirname(os.path.abspath(path))
+    prefix = os.path.basename(path) + ".bak-"
+    try:
+        names = sorted(n for n in os.listdir(directory) if n.startswith(prefix) and not n.endswith(("-wal", "-shm")))
+    except OSError:
+        return None
+    return os.path.join(directory, names[-1]) if names else None

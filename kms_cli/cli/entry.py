@@ -108,10 +108,17 @@ def run(argv: list[str]) -> int:
         _settle_stdout()
         _print_error(exc, as_json)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # ^C, or SIGTERM/SIGHUP/SIGPIPE while a temporary file existed
         _settle_stdout()
-        _print_error(KmsError("interrupted"), False)
-        return 130
+        signo = getattr(exc, "signo", 2)  # kms_cli.leftovers.Interrupted carries the signal
+        if signo == 2:
+            message = "interrupted"
+        else:
+            from kms_cli.leftovers import signal_name
+
+            message = f"terminated by {signal_name(signo)}"
+        _print_error(KmsError(message), False)
+        return 128 + signo
     except BrokenPipeError:
         try:
             sys.stdout = None  # silence the interpreter's flush at exit
@@ -158,8 +165,10 @@ def dispatch(cmd, global_flags: dict, params: dict) -> int:
     """Import the command's handler and run it with a fresh context."""
     import importlib
 
+    from kms_cli import leftovers
     from kms_cli.cli.context import Ctx
 
+    leftovers.sweep_stale()  # files a killed kms-cli left (temporary outputs, env files): usually one listdir
     module, _, func = cmd.handler.partition(":")
     handler = getattr(importlib.import_module(module), func)
     ctx = Ctx(global_flags)

@@ -42,6 +42,8 @@ def exec_(ctx, command, secret, all, prefix, pristine, no_clobber, mask, env_fil
         raise UsageError("missing command to run", hint="kms-cli exec [OPTIONS] -- CMD [ARGS...]")
     with ctx.vault() as vault:
         mapping = _selection(ctx, vault, secret, all, prefix)
+        if "PATH" not in mapping:  # else the child's PATH is a secret: runner.run checks CMD after reading
+            _check_command(vault, mapping, command, ctx.environ.get("PATH"))
         values = _values(vault, mapping, "exec")  # the audit entry lands before the child starts
         scrub = list(runner.DEFAULT_SCRUB) + vault.secret_env_vars()
     env = runner.build_env(ctx.environ, values, pristine=pristine, no_clobber=no_clobber, scrub=scrub,
@@ -53,6 +55,19 @@ def exec_(ctx, command, secret, all, prefix, pristine, no_clobber, mask, env_fil
         env_file=env_file_out,
         dotenv_text=dotenv.serialize(values) if env_file_out else None,
     )
+
+
+def _check_command(vault, mapping: dict[str, str], command: list[str], path: str | None) -> None:
+    """A CMD that cannot start is exit 127/126 with an "error" exec entry, and no secret is read."""
+    from kms_cli import runner
+    from kms_cli.errors import KmsError
+
+    try:
+        runner.check_command(command, path)
+    except KmsError:
+        target = ",".join(dict.fromkeys(vault.ns.full(n) for n in mapping.values())) or (vault.ns.prefix or None)
+        with vault.operation("exec", target, write=False):
+            raise
 
 
 def env(ctx, secret, all, prefix, format) -> int:  # noqa: A002

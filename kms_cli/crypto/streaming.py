@@ -280,8 +280,12 @@ class _Workers:
                 gc.disable()
                 import signal
 
-                with contextlib.suppress(ValueError, OSError):
-                    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C
+                # The parent handles ^C and the signals that stop it (see kms_cli.leftovers): it
+                # kills and reaps its workers before removing its output. A worker outlives a
+                # parent killed outright by no more than one block: its pipes then read EOF.
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+                    with contextlib.suppress(ValueError, OSError):
+                        signal.signal(sig, signal.SIG_IGN)
                 for fd in self.cmd + self.res + [cmd_w, res_r]:
                     os.close(fd)
                 code = _worker_loop(work, state, slots, cmd_r, res_w, self.infd)

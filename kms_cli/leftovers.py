@@ -13,10 +13,10 @@ the instant between Python's last check and a read(2) that then blocks (a stalle
 is acted on only when that read returns, with more input or at end of file.
 
 SIGKILL and power loss cannot be handled. A file that would then stay behind is registered
-(`register`): a small marker in the per-user directory `pending_dir()` (0700) names the file
+(`register`): a small marker in the per-user directory `fileio.pending_dir()` (0700) names the file
 (path, device and inode) and the processes it belongs to (boot id, pid, start time). Every
-command looks at that directory once (`sweep_stale`: one listdir, of a directory that is
-missing or empty unless something is pending) and removes the files of markers whose processes
+command looks at that directory once (`fileio.sweep_leftovers`: one listdir, of a directory
+that is missing or empty unless something is pending) and removes the files of markers whose processes
 are provably gone: another boot, no such pid, a zombie, or a pid now used by a process that
 started at another time. A marker of a live process is left alone, and a file is removed only
 if it is still the very file kms-cli created: a regular file (or an empty directory) of this
@@ -182,20 +182,10 @@ def gone(ident: dict) -> bool:
 # -- the registry of pending files ---------------------------------------------------------------
 
 
-def pending_dir(environ=None) -> str | None:
-    """The per-user directory of markers: $XDG_STATE_HOME/kms-cli/pending (~/.local/state/...)."""
-    env = os.environ if environ is None else environ
-    base = env.get("XDG_STATE_HOME")
-    if not base or not os.path.isabs(base):
-        home = env.get("HOME")
-        if not home:
-            return None
-        base = os.path.join(home, ".local", "state")
-    return os.path.join(base, "kms-cli", "pending")
-
-
 def _own_dir(create: bool) -> str | None:
     """pending_dir(), made 0700 if `create`; None unless it is a directory of this user's."""
+    from kms_cli.fileio import pending_dir
+
     path = pending_dir()
     if path is None:
         return None
@@ -312,16 +302,15 @@ def register(files: list[tuple[str, str]], companions: tuple[str, ...] = ()) -> 
 def sweep_stale() -> list[str]:
     """Remove the files of markers whose processes are all gone; returns the paths removed.
 
-    Cheap when nothing is pending: one listdir of a missing or empty directory.
+    Every command calls this through `fileio.sweep_leftovers`, which imports this module only
+    when the directory has entries.
     """
-    path = pending_dir()
+    path = _own_dir(create=False)
     if path is None:
         return []
     try:
         names = os.listdir(path)
     except OSError:
-        return []
-    if not names or _own_dir(create=False) is None:
         return []
     removed: list[str] = []
     for name in names:

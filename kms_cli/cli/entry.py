@@ -165,12 +165,12 @@ def dispatch(cmd, global_flags: dict, params: dict) -> int:
     """Import the command's handler and run it with a fresh context."""
     import importlib
 
-    from kms_cli import leftovers
+    from kms_cli import fileio
     from kms_cli.cli.context import Ctx
 
-    leftovers.sweep_stale()  # files a killed kms-cli left (temporary outputs, env files): usually one listdir
     module, _, func = cmd.handler.partition(":")
     handler = getattr(importlib.import_module(module), func)
+    fileio.sweep_leftovers()  # what a killed kms-cli left (temporary outputs, env files): usually one listdir
     ctx = Ctx(global_flags)
     if params.get("output") == "-" or ctx.json:
         ctx.need_stdout()  # stdout closed: refuse before anything is read or written

@@ -102,5 +102,22 @@ def manpage() -> str:
         out += [".TP", f"\\fB{code}\\fR", _roff(text)]
     out += [".SH FILES", ".TP", "\\fIvault.db\\fR",
             _roff("the vault, under the platform data directory (kms-cli/vault.db) unless --vault is given; "
-                  "created 0600 with its -wal and -shm files")]
+                  "created 0600 with its -wal and -shm files"),
+            ".TP", "\\fIvault.db.bak\\-TIME\\fR, \\fIvault.db.restore\\-journal\\fR",
+            _roff("beside the vault during a restore: the previous vault, kept until the next successful "
+                  "command, and the journal with which the next command finishes or rolls back a restore "
+                  "that was killed (the path always holds the old or the new vault)"),
+            ".TP", "\\fI.kms\\-cli\\-*.tmp\\fR",
+            _roff("beside an -o OUT file (and a backup) while it is written; removed on any error and on "
+                  "SIGINT, SIGTERM, SIGHUP or SIGPIPE (exit 128+N)"),
+            ".TP", "\\fI$XDG_STATE_HOME/kms\\-cli/pending/\\fR (default \\fI~/.local/state/kms\\-cli/pending/\\fR)",
+            _roff("0700; one marker per file a kms-cli process would leave behind if killed with SIGKILL "
+                  "(temporary outputs, backup copies, exec --env-file-out files): every command removes the "
+                  "files of markers whose processes (kms-cli and, for an env file, CMD) have all ended, and "
+                  "only while each is still the file kms-cli created")]
+    out += [".SH NOTES",
+            _roff("A command that opens a vault sets its soft core-file limit to 0 and, on Linux, makes "
+                  "itself non-dumpable (PR_SET_DUMPABLE 0), so no core dump holds key material or secret "
+                  "values. Programs started by exec inherit the soft limit 0 (raise it with ulimit -c if "
+                  "they need core files); execve(2) makes them dumpable again.")]
     return "\n".join(out) + "\n"

@@ -101,7 +101,9 @@ COMMANDS = (
         opts=(Opt(("-o", "--out"), "output", "Backup file.", metavar="FILE", required=True),)),
     Cmd(("restore",), "Check a backup, then replace the vault with it.", "kms_cli.cli.backup_cmds:restore",
         args=(Arg("file", "Backup file.", metavar="FILE"),),
-        opts=(Opt(("--force",), "force", "Replace an existing vault.", kind="flag"),)),
+        opts=(Opt(("--force",), "force", "Replace an existing vault.", kind="flag"),),
+        epilog="Crash-safe: killed at any point, it leaves the old or the new vault at the path, and the next "
+               "command finishes or rolls back the interrupted restore (VAULT.restore-journal)."),
     # -- audit ---------------------------------------------------------------
     Cmd(("audit", "log"), "Show audit entries.", "kms_cli.cli.audit_cmds:log",
         opts=(Opt(("--since",), "since", "Only entries newer than DUR ago.", metavar="DUR", kind="dur"),
@@ -206,7 +208,8 @@ COMMANDS = COMMANDS + (
                   "SHELL, TERM, LANG, LC_*, TZ, TMPDIR).", kind="flag"),
               Opt(("--no-clobber",), "no_clobber", "Refuse (exit 8) when a variable already exists.", kind="flag"),
               Opt(("--mask",), "mask", "Replace injected values in CMD's output with ***.", kind="flag"),
-              Opt(("--env-file-out",), "env_file_out", "Also write a 0600 dotenv file (deleted when CMD exits) "
+              Opt(("--env-file-out",), "env_file_out", "Also write a 0600 dotenv file (deleted when CMD exits; "
+                  "if kms-cli is killed with SIGKILL, by the next kms-cli command once CMD is gone too) "
                   "and export its path as KMS_CLI_ENV_FILE.", metavar="PATH")),
         epilog="VAR defaults to the last name segment upper-cased with '-' and '.' turned to '_', after --prefix."),
     Cmd(("env",), "Print secrets as shell assignments (eval-safe), dotenv, JSON or GitHub Actions env.",

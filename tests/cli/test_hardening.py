@@ -50,6 +50,7 @@ def test_exec_parent_holding_secrets_cannot_dump_core(vault, tmp_path):
     def ulimit_c_unlimited():
         resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
 
+    kids: list[int] = []
     p = subprocess.Popen([sys.executable, "-m", "kms_cli", "exec", "--mask", "-s", "app/token", "--",
                           "sh", "-c", "echo ready; exec sleep 60"],
                          env=vault.env, cwd=cwd, stdout=subprocess.PIPE, preexec_fn=ulimit_c_unlimited)
@@ -64,7 +65,7 @@ def test_exec_parent_holding_secrets_cannot_dump_core(vault, tmp_path):
         os.kill(p.pid, signal.SIGSEGV)
         assert p.wait(timeout=30) == -signal.SIGSEGV
     finally:
-        for pid in children(p.pid) + locals().get("kids", []):
+        for pid in children(p.pid) + kids:  # the shell's sleep, orphaned when kms-cli died
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

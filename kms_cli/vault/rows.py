@@ -36,6 +36,11 @@ def _num(x) -> str:
     return "" if x is None else repr(float(x))
 
 
+def _opt(x: str | None) -> bytes:
+    """An optional text: absent and empty differ."""
+    return b"\x00" if x is None else b"\x01" + x.encode()
+
+
 def _int(x) -> str:
     return "" if x is None else str(int(x))
 
@@ -49,18 +54,19 @@ def key_mac(row_key: bytes, vault_id: bytes, k, nversions: int) -> bytes:
     version row removed from the file is detected)."""
     return _mac(row_key, vault_id, "key-row/v2", k["name"], k["algorithm"], k["state"], k["state_before"] or "",
                 k["primary_version"], _num(k["destroy_at"]), _int(k["rotate_every"]), _num(k["next_rotation"]),
-                _int(k["seq"]), nversions)
+                _int(k["seq"]), nversions, _opt(k["description"]), k["labels"], _num(k["created"]), _num(k["updated"]))
 
 
 def version_mac(row_key: bytes, vault_id: bytes, v) -> bytes:
     return _mac(row_key, vault_id, "key-version-row/v2", v["name"], v["version"], v["state"], _num(v["grace_until"]),
                 _num(v["revoked"]), _num(v["destroyed"]), "material" if v["material"] is not None else "none",
-                _num(v["superseded"]), v["fingerprint"] or "", _int(v["seq"]))
+                _num(v["superseded"]), v["fingerprint"] or "", _int(v["seq"]), _num(v["created"]),
+                v["revoke_reason"] or "", "public" if v["public"] is not None else "none")
 
 
 def secret_head_mac(row_key: bytes, vault_id: bytes, s) -> bytes:
     return _mac(row_key, vault_id, "secret-row/v2", s["name"], s["last_version"], _int(s["deleted"]),
-                _num(s["created"]), _int(s["seq"]))
+                _num(s["created"]), _num(s["updated"]), _int(s["seq"]))
 
 
 def secret_version_mac(row_key: bytes, vault_id: bytes, v) -> bytes:

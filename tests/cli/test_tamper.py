@@ -223,3 +223,73 @@ def test_audit_verify_reports_damage_while_another_process_writes(vault):
         assert r.code == 5 and "seq 10" in r.err, (r.code, r.err)
     finally:
         writer.wait()
+
+
+# -- health names every edit: one field flip at a time, every state column ---------------------
+
+FLIPS = [(t, c) for t, cols in {
+    "keys": ("name", "algorithm", "state", "state_before", "description", "labels", "rotate_every", "next_rotation",
+             "primary_version", "created", "updated", "destroy_at", "mac", "seq"),
+    "key_versions": ("version", "state", "material", "public", "fingerprint", "created", "superseded",
+                     "grace_until", "revoked", "revoke_reason", "destroyed", "mac", "seq"),
+    "secrets": ("name", "last_version", "deleted", "created", "updated", "mac", "seq"),
+    "secret_versions": ("version", "value", "created", "expires", "tags", "mac", "seq"),
+    "slots": ("id", "uri", "blob", "tag"),
+}.items() for c in cols] + [("meta", k) for k in ("vault_id", "slots_mac", "slots_seq", "auth")]
+
+
+def _flip(kms, table: str, column: str) -> None:
+    conn = sqlite3.connect(kms.vault)
+    try:
+        if table == "meta":
+            (v,) = conn.execute("SELECT v FROM meta WHERE k = ?", (column,)).fetchone()
+            new = ("0" if v[0] != "0" else "1") + v[1:]
+            conn.execute("UPDATE meta SET v = ? WHERE k = ?", (new, column))
+        else:
+            rowid, value = conn.execute(f"SELECT rowid, {column} FROM {table} ORDER BY rowid DESC LIMIT 1").fetchone()
+            if value is None:
+                new = 1
+            elif isinstance(value, bytes):
+                new = bytes([value[0] ^ 1]) + value[1:]
+            elif isinstance(value, (int, float)):
+                new = value + 1
+            else:
+                new = value + "x" if column != "state" else ("disabled" if value == "active" else "active")
+            conn.execute(f"UPDATE {table} SET {column} = ? WHERE rowid = ?", (new, rowid))
+        conn.commit()
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def populated(tmp_path_factory):
+    from kmshelp import Kms, base_env
+
+    tmp = tmp_path_factory.mktemp("populated")
+    kms = Kms(tmp, base_env(tmp))
+    kms.ok("init")
+    kms.ok("master", "add", "env:SECOND", env={"SECOND": "22" * 32})
+    kms.ok("key", "create", "k", "--rotate-every", "90d", "--description", "d", "--label", "a=b")
+    kms.ok("key", "create", "sig", "--algorithm", "ed25519")
+    kms.ok("key", "rotate", "k", "--grace", "30d")
+    kms.ok("key", "revoke", "k", "--version", "1", "--reason", "old")
+    kms.ok("secret", "put", "s", "--ttl", "30d", "--tag", "t=1", input=b"v")
+    kms.ok("health")
+    return kms
+
+
+@pytest.mark.parametrize("table,column", FLIPS, ids=[f"{t}.{c}" for t, c in FLIPS])
+def test_health_reports_every_field_flip(populated, tmp_path, table, column):
+    from kmshelp import Kms
+
+    shutil.copy(populated.vault, tmp_path / "vault.db")
+    kms = Kms(tmp_path, {**populated.env, "KMS_CLI_VAULT": str(tmp_path / "vault.db"),
+                         "SECOND": "22" * 32})
+    _flip(kms, table, column)
+    r = kms("--json", "health")
+    if (table, column) == ("meta", "vault_id"):
+        # another valid vault id: every slot is sealed to the real one, so no source opens it and
+        # nothing keyless can tell that from a wrong master key (an invalid id is exit 5: above)
+        assert r.code in (4, 5), r.err
+        return
+    assert r.code == 5, (table, column, r.code, r.err)

@@ -157,3 +157,21 @@ def test_unreachable_source_is_7(vault):
     assert c["slot.1"]["status"] == "ok"
     assert c["slot.2"]["status"] == "fail" and "unreachable" in c["slot.2"]["detail"]
     assert c["audit.chain"]["status"] == "ok"
+
+
+def test_secret_expiring_within_the_window_warns(vault):
+    """A TTL ending within the window (default 7 days) is a warning (exit 10), counted for Prometheus."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    vault.ok("secret", "put", "soon", "--ttl", "60s", input=b"x")
+    vault.ok("secret", "put", "later", "--ttl", "30d", input=b"x")
+    r = vault("--json", "health")
+    assert r.code == 10
+    assert "1 secret expiring within 7 days: soon" in checks(r.json())["secrets.ttl"]["detail"]
+    r = vault("health", "--format", "prometheus")
+    assert r.code == 10
+    samples = {s.name: s.value for fam in text_string_to_metric_families(r.text) for s in fam.samples}
+    assert samples["kms_cli_secrets_expiring"] == 1
+    assert vault("health", "--expiring-within", "30s").code == 0
+    assert vault("health", "--expiring-within", "0s").code == 0
+    assert vault("health", "--expiring-within", "60d").code == 10

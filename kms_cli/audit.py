@@ -398,10 +398,6 @@ class AuditLog:
         return {"pruned": count, "before": cutoff, "checkpoint": last}
 
     # -- master rotate -------------------------------------------------------
-    def verify_for_rekey(self) -> VerifyResult:
-        """The chain under the current key, inside a write transaction (before rows are rewritten)."""
-        return self._verify()
-
     def rekey(self, new_key: bytes, verified: bool = False) -> None:
         """Re-MAC every entry and the head under a new audit key (the root key changed), in the
         caller's transaction. The chain is verified under the old key first: damage is never

@@ -353,10 +353,6 @@ class Store:
     def in_transaction(self) -> bool:
         return self._depth > 0
 
-    @property
-    def writing(self) -> bool:
-        return self._writing
-
     # -- generic helpers -----------------------------------------------------
     def one(self, sql: str, params: tuple = ()) -> sqlite3.Row | None:
         return self.conn.execute(sql, params).fetchone()

@@ -68,6 +68,21 @@ class Kms:
         return r
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (kms-cli's stream workers, an exec'd child)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(d))
+    return out
+
+
 def base_env(tmp: Path) -> dict:
     home = tmp / "home"
     home.mkdir(exist_ok=True)

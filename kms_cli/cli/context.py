@@ -122,10 +122,12 @@ class Ctx:
         try:
             return Vault.open(options)
         except NotFoundError as exc:
-            kept = _kept_by_restore(options.path)
-            if kept is None:
+            from kms_cli.vault.core import restore_leftovers
+
+            kept = [p for p in restore_leftovers(options.path) if not p.endswith(("-wal", "-shm"))]
+            if not kept or os.path.lexists(options.path):
                 raise
-            raise NotFoundError(exc.message, hint=f"a restore left the previous vault as {kept}: rename it to "
+            raise NotFoundError(exc.message, hint=f"a restore left the previous vault as {kept[-1]}: rename it to "
                                                   f"{options.path} (`kms-cli init` would make a new, empty vault)"
                                 ) from None
 
@@ -193,16 +195,3 @@ class Ctx:
             out[k] = v
         return out
 
-
-def _kept_by_restore(path: str) -> str | None:
-    """The newest `<vault>.bak-<time>` beside a missing vault file, or None: what an earlier kms-cli's
-    restore, killed between its two renames, left (today's restore never leaves the path empty)."""
-    if os.path.lexists(path):
-        return None
-    directory = os.path.dirname(os.path.abspath(path))
-    prefix = os.path.basename(path) + ".bak-"
-    try:
-        names = sorted(n for n in os.listdir(directory) if n.startswith(prefix) and not n.endswith(("-wal", "-shm")))
-    except OSError:
-        return None
-    return os.path.join(directory, names[-1]) if names else None

@@ -77,7 +77,7 @@ def slot_tag(slot_key: bytes, vault_id: bytes, slot_id: int, uri: str, blob: byt
 
 class Vault:
     def __init__(self, store: Store, vault_id: bytes, root: bytes, options: Options, slot_id: int | None,
-                 slot_blob: bytes | None = None, source=None):
+                 slot_blob: bytes | None = None):
         self.store = store
         self.vault_id = vault_id
         self._root = root
@@ -86,7 +86,6 @@ class Vault:
         self.ns = options.namespace
         self.slot_id = slot_id
         self._slot_blob = slot_blob  # the sealed root key this process opened (see _check_current)
-        self._source = source
         self.audit = AuditLog(store, self.subkeys.audit, actor.current(options.source.environ or None))
         store.on_begin = self._check_current
 
@@ -107,7 +106,7 @@ class Vault:
         root = random_bytes(32)
         blob = source.wrap(root, {CONTEXT_KEY: vault_id.hex()})
         store = Store.create(options.path, force=force)
-        vault = cls(store, vault_id, root, options, slot_id=1, slot_blob=blob, source=source)
+        vault = cls(store, vault_id, root, options, slot_id=1, slot_blob=blob)
         store.on_begin = None  # no slot yet to check against: this transaction writes it
         with store.write():
             store.set_meta("vault_id", vault_id.hex())
@@ -132,15 +131,15 @@ class Vault:
             legacy = store.get_meta("auth") != rows.AUTH_VERSION
         if not slots:
             raise IntegrityError("the vault has no slots", hint="the vault file was edited outside kms-cli")
-        root, slot, source = _unlock(store, vault_id, slots, options)
-        vault = cls(store, vault_id, root, options, slot_id=slot["id"], slot_blob=slot["blob"], source=source)
+        root, slot = _unlock(store, vault_id, slots, options)
+        vault = cls(store, vault_id, root, options, slot_id=slot["id"], slot_blob=slot["blob"])
         vault._slot_last_used = slot["last_used"]
         if legacy:
             rows.upgrade(vault)
         else:
             with store.read():
                 rows.verify_slot_set(store, vault_id, vault.subkeys.slot)
-        if _restore_leftovers(options.path):  # a restore keeps the old vault until a successful unlock
+        if restore_leftovers(options.path):  # a restore keeps the old vault until a successful unlock
             from kms_cli.vault.backup import cleanup_after_restore
 
             cleanup_after_restore(options.path)
@@ -153,22 +152,10 @@ class Vault:
         runs wholly under one root key, never writes rows or audit entries under a retired one."""
         if self._slot_blob is not None and self.store.slot_blob(self.slot_id) == self._slot_blob:
             return
-        slots = [dict(r) for r in self.store.slots()]
-        mine = [s for s in slots if s["id"] == self.slot_id and s["uri"] == getattr(self._source, "uri", None)]
-        try:
-            if mine:
-                root = self._source.unwrap(mine[0]["blob"], self.context)
-                sub = Subkeys.derive(root, self.vault_id)
-                if not equal(slot_tag(sub.slot, self.vault_id, mine[0]["id"], mine[0]["uri"], mine[0]["blob"]),
-                             mine[0]["tag"]):
-                    raise IntegrityError(f"slot {self.slot_id} failed authentication")
-                slot, source = mine[0], self._source
-            else:
-                raise UnlockError("the slot this command unlocked with was removed")
-        except KmsError:
-            root, slot, source = _unlock(self.store, self.vault_id, slots, self.options, record=False)
+        root, slot = _unlock(self.store, self.vault_id, [dict(r) for r in self.store.slots()], self.options,
+                             record=False)
         self._root, self.subkeys = root, Subkeys.derive(root, self.vault_id)
-        self.slot_id, self._slot_blob, self._source = slot["id"], slot["blob"], source
+        self.slot_id, self._slot_blob = slot["id"], slot["blob"]
         self.audit.set_key(self.subkeys.audit)
         rows.verify_slot_set(self.store, self.vault_id, self.subkeys.slot)
 
@@ -280,12 +267,15 @@ class Vault:
         self.store.close()
 
 
-def _restore_leftovers(path: str) -> bool:
+def restore_leftovers(path: str) -> list[str]:
+    """What a restore kept beside `path` (`<vault>.bak-<time>` and its -wal/-shm), in name order."""
+    directory = os.path.dirname(os.path.abspath(path))
     prefix = os.path.basename(path) + ".bak-"
     try:
-        return any(n.startswith(prefix) for n in os.listdir(os.path.dirname(os.path.abspath(path)) or "."))
+        names = sorted(n for n in os.listdir(directory) if n.startswith(prefix))
     except OSError:
-        return False
+        return []
+    return [os.path.join(directory, n) for n in names]
 
 
 def _expiry(expires: float | None) -> str:
@@ -313,7 +303,7 @@ def _vault_id(store: Store, path: str) -> bytes:
 
 
 def _unlock(store: Store, vault_id: bytes, slots: list[dict], options: Options, *, record: bool = True):
-    """Unseal the root key with the slot `options` names, or the first that opens: (root, slot, source)."""
+    """Unseal the root key with the slot `options` names, or the first that opens: (root, slot)."""
     wanted = options.unlock
     if wanted and wanted.isdigit():
         chosen = [s for s in slots if s["id"] == int(wanted)]
@@ -342,7 +332,7 @@ def _unlock(store: Store, vault_id: bytes, slots: list[dict], options: Options, 
         except KmsError as exc:
             failures.append((slot["id"], slot["uri"], exc))
             continue
-        return root, slot, source
+        return root, slot
     if record:
         _record_unlock_failure(store, failures)
     raise _unlock_error(failures)

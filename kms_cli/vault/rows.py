@@ -14,11 +14,9 @@ computes a row MAC. So an edited row is refused, never re-MACed into validity.
 
 from __future__ import annotations
 
-import json
-
+from kms_cli.binding import bind
 from kms_cli.crypto.primitives import equal, hmac_sha256
 from kms_cli.errors import IntegrityError
-from kms_cli.binding import bind
 
 AUTH_VERSION = "2"
 # The ops whose successful entries change a key's or a secret's rows. An operation writes its
@@ -208,14 +206,13 @@ class SecretRecord:
     """A secret's head (latest version, deleted flag), authenticated; its version rows are
     verified one by one as they are read."""
 
-    __slots__ = ("name", "head", "_new", "_new_versions", "_dirty_versions")
+    __slots__ = ("name", "head", "_new_versions", "_dirty_versions")
 
-    def __init__(self, token, head: dict, *, new: bool = False):
+    def __init__(self, token, head: dict):
         if token is not _TOKEN:
             raise TypeError("secret records come from kms_cli.vault.rows.load_secret or new_secret only")
         self.name = head["name"]
         self.head = head
-        self._new = new
         self._new_versions: list[dict] = []
         self._dirty_versions: dict[int, dict] = {}
 
@@ -251,7 +248,8 @@ class SecretRecord:
         self.head.update(last_version=row["version"], deleted=0, updated=row["created"])
 
     def rewrite_version(self, row: dict) -> None:
-        """A version read through `version` (so verified), with a new value (master rotate)."""
+        """A version read through `version` (so verified), with a new value (master rotate), or
+        one written before version rows had MACs (the upgrade)."""
         self._dirty_versions[row["version"]] = row
 
     def delete(self, when: float) -> None:
@@ -275,13 +273,11 @@ class SecretRecord:
         h["mac"] = secret_head_mac(row_key, vault.vault_id, h)
         store.put_secret_head(h["name"], h["last_version"], bool(h["deleted"]), h["created"], h["updated"],
                               seq, h["mac"])
-        self._new = False
         self._new_versions, self._dirty_versions = [], {}
 
 
 def new_secret(full: str, when: float) -> SecretRecord:
-    return SecretRecord(_TOKEN, {"name": full, "last_version": 0, "deleted": 0, "created": when, "updated": when},
-                        new=True)
+    return SecretRecord(_TOKEN, {"name": full, "last_version": 0, "deleted": 0, "created": when, "updated": when})
 
 
 def _check_secret_head(vault, row) -> None:
@@ -408,13 +404,8 @@ def upgrade(vault) -> None:
         for row in vault.store.all_secrets():
             rec = SecretRecord(_TOKEN, dict(row))
             for v in vault.store.secret_versions(row["name"]):
-                rec._new_versions.append(dict(v))
-            vault.store.delete_secret_versions(row["name"])
+                rec.rewrite_version(dict(v))
             rec.save(vault)
         seal_slot_set(vault)
         vault.store.set_meta("auth", AUTH_VERSION)
         vault.audit.append("vault.upgrade", None, None, extra={"auth": int(AUTH_VERSION)})
-
-
-def tags_of(row) -> dict:
-    return json.loads(row["tags"])

@@ -22,9 +22,7 @@ def _load(vault, full: str, name: str, *, deleted_ok: bool = False) -> SecretRec
 
 
 def _current(vault, full: str, name: str, version: int | None) -> dict:
-    srec = rows.load_secret(vault, full)
-    if srec is None or (srec.deleted and version is None):
-        raise NotFoundError(f"no secret named {name!r}")
+    srec = _load(vault, full, name, deleted_ok=version is not None)
     if version is None:
         version = srec.last_version
     row = srec.version(vault, version)

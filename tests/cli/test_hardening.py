@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+from kmshelp import children
 
 
 def core_limit(pid: int) -> str:
@@ -19,19 +20,6 @@ def core_limit(pid: int) -> str:
             if line.startswith("Max core file size"):
                 return line.split()[4]  # the soft limit
     raise AssertionError("no core limit line")
-
-
-def children(pid: int) -> list[int]:
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat", "rb") as f:
-                    if int(f.read().rsplit(b")", 1)[1].split()[1]) == pid:
-                        out.append(int(d))
-            except OSError:
-                continue
-    return out
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and prctl are Linux's")

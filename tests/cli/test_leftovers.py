@@ -10,24 +10,10 @@ import sys
 import time
 
 import pytest
+from kmshelp import children
 
 MiB = 1 << 20
 SIGNALS = [signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE]
-
-
-def children(pid: int) -> list[int]:
-    """The processes whose parent is `pid` (kms-cli's stream workers)."""
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat", "rb") as f:
-                    fields = f.read().rsplit(b")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                out.append(int(d))
-    return out
 
 
 def alive(pid: int) -> bool:

@@ -229,14 +229,7 @@ _values = st.one_of(_scalars, st.lists(_scalars, max_size=3), st.dictionaries(st
 @example("timeout", "inf")
 @example("retries", 10**18)
 def test_any_config_value_resolves_or_is_a_usage_error(tmp_path_factory, key, value):
-    cfg = tmp_path_factory.mktemp("cfg") / "config.toml"
-    cfg.write_text(f"{key} = {_toml(value)}\n", encoding="utf-8")
-    try:
-        s = config.resolve({}, {"KMS_CLI_CONFIG": str(cfg), "XDG_DATA_HOME": "/nonexistent"})
-    except UsageError as exc:
-        _clean(exc, 2)
-        return
-    _valid_settings(s)
+    _resolves_or_is_a_usage_error(tmp_path_factory, f"{key} = {_toml(value)}\n".encode("utf-8"))
 
 
 @SETTINGS
@@ -246,6 +239,10 @@ def test_any_config_value_resolves_or_is_a_usage_error(tmp_path_factory, key, va
 @example(b'timeout = 1e400\n')
 @example(b'\xff\xfe')
 def test_any_config_file_resolves_or_is_a_usage_error(tmp_path_factory, raw):
+    _resolves_or_is_a_usage_error(tmp_path_factory, raw)
+
+
+def _resolves_or_is_a_usage_error(tmp_path_factory, raw: bytes) -> None:
     cfg = tmp_path_factory.mktemp("cfg") / "config.toml"
     cfg.write_bytes(raw)
     try:

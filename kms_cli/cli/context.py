@@ -81,7 +81,7 @@ class Ctx:
         return bool(self.flags.get("no_color")) or "NO_COLOR" in self.environ
 
     # -- the vault -----------------------------------------------------------
-    def source_options(self, *, create_key: bool = False):
+    def source_options(self, *, create_key: bool = False, allow_weak_passphrase: bool = False):
         from kms_cli.providers.base import SourceOptions
 
         s = self.settings
@@ -89,6 +89,7 @@ class Ctx:
             passphrase_file=s.passphrase_file,
             prompt=self.prompt if sys.stdin.isatty() else None,
             create_key=create_key,
+            allow_weak_passphrase=allow_weak_passphrase,
             timeout=s.timeout,
             retries=s.retries,
             environ=self.environ,

@@ -17,11 +17,11 @@ def list_(ctx) -> int:
     return 0
 
 
-def add(ctx, source, create_key) -> int:
+def add(ctx, source, create_key, allow_weak_passphrase) -> int:
     from kms_cli.vault import slots
 
     with ctx.vault() as vault:
-        info = slots.add(vault, source, ctx.source_options(create_key=create_key))
+        info = slots.add(vault, source, ctx.source_options(create_key=create_key, allow_weak_passphrase=allow_weak_passphrase))
     ctx.emit(info, lambda i: ctx.info(f"added slot {i['slot']} ({i['source']})"))
     return 0
 

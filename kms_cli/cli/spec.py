@@ -69,6 +69,8 @@ _IN = Opt(("-i", "--in"), "input", "Input file ('-' for stdin).", metavar="IN", 
 _OUT = Opt(("-o", "--out"), "output", "Output file ('-' for stdout).", metavar="OUT", default="-")
 _CREATE_KEY = Opt(("--create-key",), "create_key",
                   "Create the key object on the token when it is absent (pkcs11: sources).", kind="flag")
+_WEAK = Opt(("--allow-weak-passphrase",), "allow_weak_passphrase",
+            "Accept a passphrase slot's passphrase under 12 characters or easy to guess.", kind="flag")
 _NAME_KEY = Arg("name", "Key name.", metavar="NAME")
 _NAME_SECRET = Arg("name", "Secret name.", metavar="NAME")
 _VERSION = Opt(("--version",), "version", "A specific version.", kind="int", metavar="N")
@@ -79,13 +81,13 @@ COMMANDS = (
         opts=(Opt(("--master-key",), "master_key", "Master key source URI (default env:KMS_CLI_MASTER_KEY).",
                   metavar="SOURCE"),
               Opt(("--force",), "force", "Replace an existing vault.", kind="flag"),
-              _CREATE_KEY)),
+              _CREATE_KEY, _WEAK)),
     Cmd(("master", "generate"), "Print a new random 32-byte master key as 64 hex characters.",
         "kms_cli.cli.vault_cmds:master_generate"),
     Cmd(("master", "list"), "List the slots: id, source (secrets masked), created, last used.",
         "kms_cli.cli.master:list_"),
     Cmd(("master", "add"), "Seal the vault's root key with another master key source.", "kms_cli.cli.master:add",
-        args=(Arg("source", "Master key source URI.", metavar="SOURCE"),), opts=(_CREATE_KEY,)),
+        args=(Arg("source", "Master key source URI.", metavar="SOURCE"),), opts=(_CREATE_KEY, _WEAK)),
     Cmd(("master", "remove"), "Remove a slot (never the last one).", "kms_cli.cli.master:remove",
         args=(Arg("slot", "Slot number (see master list).", metavar="SLOT"),)),
     Cmd(("master", "rotate"), "New root key: re-seal every key, secret and slot (ciphertexts stay valid).",

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-def init(ctx, master_key: str | None, force: bool, create_key: bool) -> int:
+def init(ctx, master_key: str | None, force: bool, create_key: bool, allow_weak_passphrase: bool) -> int:
     from kms_cli.vault import Vault
 
     source = master_key or "env:KMS_CLI_MASTER_KEY"
-    vault = Vault.create(ctx.vault_options(create_key=create_key), source, force=force)
+    vault = Vault.create(ctx.vault_options(create_key=create_key, allow_weak_passphrase=allow_weak_passphrase), source,
+                         force=force)
     info = {"vault": ctx.settings.vault, "vault_id": vault.vault_id.hex(), "slot": 1,
             "source": source}
     if ctx.json:

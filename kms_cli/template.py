@@ -1,12 +1,16 @@
-"""Templates for `inject`: find ``{{ kms://NAME }}`` references and render them with secret values.
+"""`kms://` references: the one parser (`parse_reference`, used by `read` and `inject`) and
+`inject`'s templates (find ``{{ kms://NAME }}`` references and render them with secret values).
 
-A reference is ``{{``, optional blanks (spaces, tabs), ``kms://NAME`` with an optional
-``?version=N``, optional blanks, ``}}``. NAME follows the name rules of the spec
-(segments of ``[A-Za-z0-9._-]``, joined by ``/``, no empty, ``.`` or ``..`` segment, at
-most 256 characters); N is a positive integer (at most 2**31 - 1). Anything that starts like a reference
-(``{{ kms://``) but does not parse is a usage error rather than text passed through, so
-a typo never ships a template with a hole in it. Every other byte passes through
-unchanged; a template is bytes and need not be UTF-8.
+A reference is ``kms://NAME`` with an optional ``?version=N``: NAME follows the name rules of
+the spec (`names.validate`: segments of ``[A-Za-z0-9._-]``, joined by ``/``, no empty, ``.``
+or ``..`` segment, at most 256 characters); N is a version number (`names.parse_version`:
+from 1 to ``names.MAX_VERSION``). Nothing else (no other query parameter, no fragment, no
+percent-encoding) is accepted.
+
+In a template, a reference is ``{{``, optional blanks (spaces, tabs), the reference, optional
+blanks, ``}}``. Anything that starts like a reference (``{{ kms://``) but does not parse is a
+usage error rather than text passed through, so a typo never ships a template with a hole in
+it. Every other byte passes through unchanged; a template is bytes and need not be UTF-8.
 """
 
 from __future__ import annotations
@@ -16,13 +20,15 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from kms_cli.errors import UsageError
+from kms_cli.names import parse_version, validate
 from kms_cli.secretvalue import SecretValue
 
-# Anything shaped like a reference; the inside is then checked strictly.
-_CANDIDATE = re.compile(rb"\{\{[ \t]*kms://([^\s{}]*)[ \t]*\}\}")
+PREFIX = "kms://"
+_HINT = "write kms://NAME or kms://NAME?version=N"
+
+# Anything shaped like a reference; the inside is then checked by parse_reference.
+_CANDIDATE = re.compile(rb"\{\{[ \t]*(kms://[^\s{}]*)[ \t]*\}\}")
 _OPENING = re.compile(rb"\{\{[ \t]*kms://")
-_REFERENCE = re.compile(rb"([A-Za-z0-9._/-]+)(?:\?version=([1-9][0-9]*))?\Z")
-_SEGMENT = re.compile(r"[A-Za-z0-9._-]+\Z")
 
 
 class Reference(NamedTuple):
@@ -30,29 +36,36 @@ class Reference(NamedTuple):
     version: int | None
 
 
-def _valid_name(name: str) -> bool:
-    if not name or len(name) > 256 or name.startswith("/"):
-        return False
-    return all(_SEGMENT.match(s) and s not in (".", "..") for s in name.split("/"))
+def parse_reference(text: str) -> Reference:
+    """``kms://NAME`` or ``kms://NAME?version=N`` as a Reference.
+
+    Raises:
+        UsageError: anything else (exit 2); the message says what is wrong.
+    """
+    if not text.startswith(PREFIX):
+        raise UsageError(f"expected a reference like kms://NAME or kms://NAME?version=N, got {text[:60]!r}",
+                         hint=_HINT)
+    name, q, query = text[len(PREFIX):].partition("?")
+    if not name:
+        raise UsageError("a kms:// reference needs a name", hint=_HINT)
+    validate(name, "secret name")
+    if q:
+        key, eq, digits = query.partition("=")
+        if key != "version" or not eq or "&" in digits or "#" in digits:
+            raise UsageError("a kms:// reference takes only ?version=N", hint=_HINT)
+        return Reference(name, parse_version(digits))
+    return Reference(name, None)
 
 
 def _line(template: bytes, offset: int) -> int:
     return template.count(b"\n", 0, offset) + 1
 
 
-def _malformed(template: bytes, offset: int) -> UsageError:
+def _malformed(template: bytes, offset: int, why: str = "malformed kms:// reference") -> UsageError:
     return UsageError(
-        f"template line {_line(template, offset)}: malformed kms:// reference",
+        f"template line {_line(template, offset)}: {why}",
         hint="write {{ kms://NAME }} or {{ kms://NAME?version=N }}",
     )
-
-
-def _version(template: bytes, offset: int, digits: bytes) -> int:
-    from kms_cli.names import MAX_VERSION
-
-    if len(digits) > len(str(MAX_VERSION)) or int(digits) > MAX_VERSION:
-        raise UsageError(f"template line {_line(template, offset)}: version is larger than {MAX_VERSION}")
-    return int(digits)
 
 
 def _scan(template: bytes) -> list[tuple[int, int, Reference]]:
@@ -60,14 +73,15 @@ def _scan(template: bytes) -> list[tuple[int, int, Reference]]:
     found = []
     matched_starts = set()
     for m in _CANDIDATE.finditer(template):
-        inner = _REFERENCE.match(m.group(1))
-        if inner is None:
-            raise _malformed(template, m.start())
-        name = inner.group(1).decode("ascii")
-        if not _valid_name(name):
-            raise _malformed(template, m.start())
-        version = _version(template, m.start(), inner.group(2)) if inner.group(2) else None
-        found.append((m.start(), m.end(), Reference(name, version)))
+        try:
+            text = m.group(1).decode("ascii")
+        except UnicodeDecodeError:
+            raise _malformed(template, m.start()) from None
+        try:
+            ref = parse_reference(text)
+        except UsageError as exc:
+            raise _malformed(template, m.start(), f"malformed kms:// reference: {exc.message}") from None
+        found.append((m.start(), m.end(), ref))
         matched_starts.add(m.start())
     for m in _OPENING.finditer(template):
         if m.start() not in matched_starts:

@@ -119,20 +119,8 @@ def inject(ctx, input, output) -> int:  # noqa: A002
 
 
 def read(ctx, reference) -> int:
-    from urllib.parse import parse_qs, urlsplit
-
     from kms_cli.cli import secret as secret_cmds
+    from kms_cli.template import parse_reference
 
-    if not reference.startswith("kms://"):
-        raise UsageError("expected a reference like kms://NAME or kms://NAME?version=N")
-    parts = urlsplit(reference)
-    name = (parts.netloc + parts.path).strip()
-    query = parse_qs(parts.query, keep_blank_values=True)
-    if set(query) - {"version"} or parts.fragment:
-        raise UsageError("a kms:// reference takes only ?version=N")
-    version = None
-    if "version" in query:
-        from kms_cli.names import parse_version
-
-        version = parse_version(query["version"][-1])
-    return secret_cmds.get(ctx, name, version)
+    ref = parse_reference(reference)  # the one kms:// parser, shared with inject
+    return secret_cmds.get(ctx, ref.name, ref.version)

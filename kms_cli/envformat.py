@@ -16,11 +16,12 @@ from collections.abc import Callable, Iterable, Mapping
 
 from kms_cli import dotenv
 from kms_cli.errors import UsageError
+from kms_cli.names import ENV_NAME_PATTERN
 from kms_cli.secretvalue import SecretValue, text_of
 
 Value = SecretValue | bytes | str
 
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_ENV_NAME = re.compile(ENV_NAME_PATTERN)  # the one pattern, in names.py
 
 
 def is_env_name(name: str) -> bool:

@@ -7,6 +7,9 @@ import re
 from kms_cli.errors import UsageError
 
 _SEGMENT = re.compile(r"[A-Za-z0-9._-]+\Z")
+ENV_NAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*\Z"
+"""A portable environment variable name (a POSIX shell identifier): the one pattern for it.
+Compiled on first use by re's cache, not at import (names.py is on every command's path)."""
 MAX_LEN = 256
 MAX_VERSION = 2**31 - 1  # the largest version number anything accepts: larger is exit 2, never an overflow later
 
@@ -24,6 +27,11 @@ def parse_version(text: str, what: str = "version") -> int:
     if n > MAX_VERSION:
         raise UsageError(f"{what} must be a number from 1 to {MAX_VERSION}")
     return n
+
+
+def is_env_name(name: str) -> bool:
+    """True for a portable environment variable name (POSIX shell identifier)."""
+    return re.match(ENV_NAME_PATTERN, name) is not None
 
 
 def validate(name: str, what: str = "name") -> str:

@@ -57,6 +57,7 @@ except ImportError:  # pragma: no cover
     fcntl = termios = tty = None
 
 from kms_cli.errors import AlreadyExistsError, UsageError
+from kms_cli.names import ENV_NAME_PATTERN
 from kms_cli.masking import Masker, mask_patterns
 from kms_cli.secretvalue import SecretValue
 
@@ -68,7 +69,7 @@ FORWARDED = (
 )
 ENV_FILE_VAR = "KMS_CLI_ENV_FILE"
 
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_ENV_NAME = re.compile(ENV_NAME_PATTERN)  # the one pattern, in names.py
 _SI_KERNEL = 0x80  # si_code of a signal the kernel raised (terminal keys, resize, hangup)
 _TICK = 0.05  # seconds between checks for signals and child exit while relaying output
 _GRACE = 0.5  # seconds to keep relaying after the child exited, for output still in flight

@@ -64,24 +64,65 @@ def default_vault_path(environ=None) -> str:
     return os.path.join(_user_dir("data", os.environ if environ is None else environ), "vault.db")
 
 
+MAX_CONFIG_SIZE = 1 << 20  # bytes: a config.toml is a few lines; /dev/zero or a huge file is refused
+
+
+def _toml():
+    """The TOML reader: the standard library's tomllib (3.11+), else tomli (the same parser)."""
+    try:
+        import tomllib
+    except ImportError:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    return tomllib
+
+
+def _decode_error(path: str, exc: ValueError) -> UsageError:
+    """A clean message from tomllib's TOMLDecodeError: file, line and what is wrong."""
+    import re
+
+    text = str(exc)
+    where = re.search(r" \(at (?:line (\d+), column (\d+)|end of document)\)\Z", text)
+    what = text[: where.start()] if where else text
+    what = (what[:1].lower() + what[1:])[:200] or "invalid TOML"
+    line = f" line {where.group(1)}" if where and where.group(1) else (" at its end" if where else "")
+    return UsageError(f"config file {path}{line}: {what}", hint="config.toml is TOML: key = \"value\" lines")
+
+
+def _read_config(path: str) -> bytes | None:
+    """The bytes of the config file, None when there is none; UsageError when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_SIZE + 1)
+    except (FileNotFoundError, NotADirectoryError):  # no such file (as os.path.exists said before)
+        return None
+    except IsADirectoryError:
+        raise UsageError(f"config file {path} is a directory") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {path}: {(exc.strerror or exc.__class__.__name__).lower()}") from None
+    if len(data) > MAX_CONFIG_SIZE:
+        raise UsageError(f"config file {path} is larger than {MAX_CONFIG_SIZE >> 20} MiB")
+    return data
+
+
 def _load_file(path: str) -> dict:
-    if not os.path.exists(path):
+    raw = _read_config(path)
+    if raw is None:
         return {}
     try:
-        import tomllib  # Python 3.11+: fast, read-only
-
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except ImportError:  # pragma: no cover - Python 3.10
-        import tomlkit
-
-        with open(path, encoding="utf-8") as f:
-            data = tomlkit.parse(f.read()).unwrap()
-    except Exception as exc:
-        raise UsageError(f"cannot read config file {path}: {exc.__class__.__name__}") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise UsageError(f"config file {path} line {line}: not UTF-8 text") from None
+    toml = _toml()
+    try:
+        data = toml.loads(text)
+    except toml.TOMLDecodeError as exc:
+        raise _decode_error(path, exc) from None
+    except RecursionError:
+        raise UsageError(f"config file {path}: values nested too deeply") from None
     unknown = set(data) - set(SETTINGS)
     if unknown:
-        raise UsageError(f"unknown setting {sorted(unknown)[0]!r} in {path}",
+        raise UsageError(f"unknown setting {sorted(unknown)[0][:60]!r} in {path}",
                          hint="known settings: " + ", ".join(SETTINGS))
     for key, value in data.items():
         kinds, what = _TYPES[key]

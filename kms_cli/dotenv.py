@@ -1,6 +1,6 @@
-"""Dotenv text: parse and serialize it the way python-dotenv reads it.
+"""Dotenv text: read it the way python-dotenv reads it; write it so python-dotenv AND a shell agree.
 
-Grammar (python-dotenv 1.x, which this module mirrors statement by statement):
+Reading (python-dotenv 1.x, which `parse` mirrors statement by statement):
 
 - one binding per statement: optional ``export `` prefix, a key, optional blanks,
   ``=``, optional blanks, a value, optional blanks and ``# comment``;
@@ -12,23 +12,35 @@ Grammar (python-dotenv 1.x, which this module mirrors statement by statement):
 - quoted values may span lines; ``KEY=`` and ``KEY= # comment`` are empty values;
 - blank lines and lines starting with ``#`` are skipped; a UTF-8 BOM is ignored.
 
-Deliberate differences from python-dotenv:
+`load` reads a file's bytes as python-dotenv reads a file: UTF-8, and with Python's
+universal newlines, so CRLF and a lone CR become LF everywhere, inside quoted values too.
+
+Deliberate differences from python-dotenv when reading:
 
 - Variable expansion (``${VAR}``, ``${VAR:-default}``) is NOT performed: a value is
-  exactly what the file says. python-dotenv expands by default (``interpolate=True``)
-  and offers no escape for ``${``, so a program that reads our output with
-  ``load_dotenv()``/``dotenv_values()`` sees a value containing ``${NAME}``
-  expanded unless it passes ``interpolate=False``. Every other value reads back
-  identically either way.
+  exactly what the file says (python-dotenv expands by default).
 - Where python-dotenv logs a warning and skips a statement it cannot parse, and
   where it yields ``None`` for a bare ``KEY`` without ``=``, `parse` raises a
   UsageError naming the line. The message never quotes the line: a malformed line
   may be a value.
 
-Values are text. `serialize` accepts ``str``, ``bytes`` or SecretValue values; bytes
-that are not valid UTF-8 cannot be written as dotenv (python-dotenv reads text) and
-raise a UsageError naming the key (exit 2); ``secret get`` and ``exec`` carry any
-bytes.
+Writing (`serialize`): every line is ``KEY='value'`` or ``KEY="value"``, chosen so that
+python-dotenv's default loader (``dotenv_values``/``load_dotenv``, interpolation on) and
+a POSIX shell (``set -a; . ./file``: sh, dash, bash) read back the same bytes, and
+neither runs or expands anything:
+
+- single quotes, the value written as is, when it holds no ``'``, no ``\\\\`` and
+  does not end with ``\\`` (sh takes everything inside literally; python-dotenv unescapes
+  only ``\\\\`` and ``\\'`` there);
+- otherwise double quotes with ``\\`` and ``"`` backslash-escaped, when it holds no ``$``
+  and no backtick (the only other characters special to sh inside double quotes);
+- otherwise, and for a NUL, a CR (a text-mode reader turns it into LF), a ``${...}``
+  that python-dotenv would expand (``${NAME}``, ``${NAME:-default}``: it has no escape
+  for them), or bytes that are not UTF-8, the value is refused: a UsageError (exit 2)
+  naming the key, never the value, before anything is written.
+
+A key must be a shell identifier (``[A-Za-z_][A-Za-z0-9_]*``): a shell would run any
+other ``key=value`` word as a command (and print it, value included, in its error).
 """
 
 from __future__ import annotations
@@ -37,7 +49,7 @@ import re
 from collections.abc import Iterable, Mapping
 
 from kms_cli.errors import UsageError
-from kms_cli.secretvalue import SecretValue, text_of
+from kms_cli.secretvalue import SecretValue
 
 # The regular expressions are python-dotenv's, so both agree on every input.
 _U = re.UNICODE
@@ -151,41 +163,103 @@ def parse(text: str) -> list[tuple[str, str]]:
     return items
 
 
-def _check_key(key: str) -> None:
-    if (
-        not isinstance(key, str)
-        or not key
-        or any(c in "=#'\"\\" or c.isspace() or not c.isprintable() for c in key)
-    ):
-        raise UsageError(
-            f"cannot write {key!r} as a dotenv key",
-            hint="a key must be non-empty, without whitespace, '=', '#', quotes or backslashes",
-        )
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# python-dotenv's interpolation pattern (dotenv/variables.py): what its default loader expands.
+_expansion = re.compile(r"\$\{[^}:]*(?::-[^}]*)?\}")
+_DEFAULT_HINT = "use another format: --format json, or env --format sh (any byte but NUL)"
 
 
-def quote(value: str) -> str:
-    """`value` as a double-quoted dotenv value that python-dotenv reads back unchanged.
+def load(raw: bytes) -> list[tuple[str, str]]:
+    """The bindings of a dotenv file's bytes, read as python-dotenv reads a file.
 
-    Only ``\\``, ``"``, CR and LF are escaped; the result is always one line (a literal
-    CR would be turned into LF by the universal-newline reading of text files).
-    """
-    escaped = (
-        value.replace("\\", "\\\\").replace('"', '\\"').replace("\r", "\\r").replace("\n", "\\n")
-    )
-    return f'"{escaped}"'
-
-
-def serialize(items: Iterable[tuple[str, str | bytes | SecretValue]] | Mapping) -> str:
-    """Dotenv text, one ``KEY="value"`` line per item, that `parse` and python-dotenv read back identically.
+    UTF-8 (a leading BOM ignored), with universal newlines: ``\\r\\n`` and a lone ``\\r``
+    become ``\\n`` before parsing, inside quoted values too. Escapes inside double quotes
+    (``\\r``) are decoded after that, so an escaped CR survives.
 
     Raises:
-        UsageError: a key that cannot be written unquoted, or a value that is not UTF-8
-            (the message names the key, never the value).
+        UsageError: the bytes are not UTF-8, or a statement cannot be parsed (see `parse`).
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError("the dotenv file is not UTF-8 text") from None
+    return parse(text.replace("\r\n", "\n").replace("\r", "\n"))
+
+
+def unsafe_reason(text: str) -> str | None:
+    """Why `text` cannot be written as a dotenv value that python-dotenv and sh both read
+    back exactly, or None when `quote` can write it. The reason never quotes the value."""
+    if "\0" in text:
+        return "it holds a NUL byte"
+    if "\r" in text:
+        return "it holds a carriage return, which readers of text files turn into a newline"
+    if _expansion.search(text):
+        return "it holds ${...}, which python-dotenv would expand"
+    if _single_quotable(text) or _double_quotable(text):
+        return None
+    return "it holds a quote or backslash together with $ or a backtick, which no quoting keeps literal for both python-dotenv and sh"
+
+
+def _single_quotable(text: str) -> bool:
+    return "'" not in text and "\\\\" not in text and not text.endswith("\\")
+
+
+def _double_quotable(text: str) -> bool:
+    return "$" not in text and "`" not in text
+
+
+def quote(text: str) -> str:
+    """`text` as a dotenv value that python-dotenv (default loader) and sh read back unchanged.
+
+    Raises:
+        ValueError: `unsafe_reason(text)` is not None (the message holds no part of the value).
+    """
+    reason = unsafe_reason(text)
+    if reason is not None:
+        raise ValueError(reason)
+    if _single_quotable(text):
+        return f"'{text}'"
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _decode(raw: bytes) -> str | None:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def serialize(
+    items: Iterable[tuple[str, str | bytes | SecretValue]] | Mapping,
+    *,
+    subject: str = "variable",
+    hint: str = _DEFAULT_HINT,
+) -> str:
+    """Dotenv text, one ``KEY='value'`` (or ``KEY="value"``) binding per item, that python-dotenv's
+    default loader, `parse` and ``set -a; . ./file`` in sh, dash and bash read back exactly.
+
+    Every item is checked before any text is made, so a refusal leaves nothing half-written.
+    `subject` names what a key is in messages ("secret", "variable"); `hint` follows a refusal.
+
+    Raises:
+        UsageError: a key that is not a shell identifier, or a value that cannot be written
+            safely (see the module docstring); the message names the key, never the value.
     """
     if isinstance(items, Mapping):
         items = items.items()
     lines = []
     for key, value in items:
-        _check_key(key)
-        lines.append(f"{key}={quote(text_of(key, value, 'dotenv'))}\n")
+        if not isinstance(key, str) or not _IDENTIFIER.match(key):
+            raise UsageError(
+                f"{subject} {key!r} cannot be a dotenv key: a shell reading the file would run it as a command",
+                hint="keys must be letters, digits and '_', not starting with a digit; " + hint,
+            )
+        if isinstance(value, str):
+            text: str | None = value
+        else:
+            text = _decode(value.reveal() if isinstance(value, SecretValue) else bytes(value))
+        reason = "it is not UTF-8 text" if text is None else unsafe_reason(text)
+        if reason is not None:
+            raise UsageError(f"the value of {subject} {key} cannot be written safely as dotenv: {reason}", hint=hint)
+        lines.append(f"{key}={quote(text)}\n")
     return "".join(lines)

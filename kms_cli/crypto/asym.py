@@ -39,14 +39,16 @@ the key.
 
 from __future__ import annotations
 
+from collections import namedtuple
+
 from kms_cli.errors import IntegrityError, StateError, UsageError
-from kms_cli.record import Record
 
 SIGN = "sign"
 ENCRYPT = "encrypt"
 
 
-class Algorithm(Record):
+class Algorithm(namedtuple("Algorithm", ("name", "purpose", "family", "provider", "public_size", "output_size",
+                                        "raw_streams", "native_context"), defaults=(False, False))):
     """One asymmetric algorithm.
 
     Attributes:
@@ -64,9 +66,7 @@ class Algorithm(Record):
             only these accept a context in raw mode.
     """
 
-    __slots__ = ("name", "purpose", "family", "provider", "public_size", "output_size", "raw_streams",
-                 "native_context")
-    _defaults = {"raw_streams": False, "native_context": False}
+    __slots__ = ()
 
 
 _ALL = (

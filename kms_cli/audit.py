@@ -22,13 +22,13 @@ Verification names the first bad seq and the kind of damage:
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from typing import Callable, Iterator
 
 from kms_cli import durations
 from kms_cli.crypto.primitives import KeyedHmacSha256, equal, hmac_sha256
-from kms_cli.errors import IntegrityError, KmsError, UnavailableError, UsageError
+from kms_cli.errors import IntegrityError, KmsError, UnavailableError
+from kms_cli.store.base import BadText
 
 GENESIS = "0" * 64
 CHECKPOINT = "audit.checkpoint"
@@ -99,7 +99,7 @@ class AuditLog:
         self._fast = KeyedHmacSha256(key)
 
     def __repr__(self) -> str:
-        return f"AuditLog({self.store.path!r})"
+        return f"AuditLog({self.store.location!r})"
 
     # -- MACs ----------------------------------------------------------------
     def _mac(self, entry: dict) -> str:
@@ -123,7 +123,7 @@ class AuditLog:
     def _head_row(self, at: int = 0) -> tuple[int, str, str] | None:
         """The head as (seq, mac, seal); a head that is not what kms-cli writes is damage (exit 5,
         reported at seq `at`)."""
-        row = self.store.one("SELECT seq, CAST(mac AS BLOB), CAST(seal AS BLOB) FROM audit_head WHERE id = 1")
+        row = self.store.audit_head()
         if row is None:
             return None
         seq, mac, seal = row[0], row[1], row[2]
@@ -142,8 +142,7 @@ class AuditLog:
     def next_seq(self) -> int:
         """The seq the next entry will get (inside the write transaction): rows written now record it."""
         seq, _ = self.head()
-        top = self.store.one("SELECT MAX(seq) FROM audit")[0] or 0
-        return max(seq, top) + 1
+        return max(seq, self.store.max_audit_seq()) + 1
 
     # -- appending -----------------------------------------------------------
     def make_entry(self, seq: int, prev: str, op: str, target: str | None = None, version: int | None = None,
@@ -167,17 +166,11 @@ class AuditLog:
         return entry
 
     def _insert(self, entry: dict) -> None:
-        self.store.run(
-            "INSERT INTO audit (seq, time, entry, op, target, mac) VALUES (?, ?, ?, ?, ?, ?)",
-            (entry["seq"], entry["time"], canonical(entry).decode(), entry["op"], entry["target"], entry["mac"]),
-        )
+        self.store.insert_audit(entry["seq"], entry["time"], canonical(entry).decode(), entry["op"], entry["target"],
+                                entry["mac"])
 
     def _set_head(self, seq: int, mac: str) -> None:
-        self.store.run(
-            "INSERT INTO audit_head (id, seq, mac, seal) VALUES (1, ?, ?, ?) "
-            "ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, mac = excluded.mac, seal = excluded.seal",
-            (seq, mac, self._head_seal(seq, mac)),
-        )
+        self.store.put_audit_head(seq, mac, self._head_seal(seq, mac))
 
     def append(self, op: str, target: str | None = None, version: int | None = None,
                result: str = "ok", error: str | None = None, extra: dict | None = None) -> dict:
@@ -191,7 +184,7 @@ class AuditLog:
             entry = self.make_entry(self.next_seq(), prev, op, target, version, result, error, extra)
             self._insert(entry)
             self._set_head(entry["seq"], entry["mac"])
-        except (IntegrityError, UnavailableError):  # a damaged head (5), a full or read-only disk (7)
+        except (AuditDamage, UnavailableError):  # a damaged head (5), a full or read-only disk (7)
             raise
         except Exception as exc:  # fail closed: the operation does not happen without its entry
             raise KmsError("could not write the audit entry; the operation was not performed") from exc
@@ -208,30 +201,17 @@ class AuditLog:
         transaction that has already written rows for the entry it is about to append)."""
         try:
             return self._walk(robust=False, bound_rows=bound_rows)
-        except (TypeError, AttributeError, sqlite3.OperationalError):
+        except (TypeError, AttributeError, BadText):
             # A column edited to a blob, a number or invalid UTF-8: walk again reading raw
             # bytes, so the damage is named (an entry that is not its text is "altered").
             return self._walk(robust=True, bound_rows=bound_rows)
 
     def _walk(self, robust: bool, bound_rows: bool = True) -> VerifyResult:
-        conn = self.store.conn
-        if robust:
-            cur = conn.execute("SELECT seq, CAST(entry AS BLOB), CAST(mac AS BLOB), CAST(op AS BLOB), "
-                               "CAST(target AS BLOB), CAST(time AS BLOB) FROM audit ORDER BY seq")
-        else:
-            cur = conn.execute("SELECT seq, entry, mac, op, target, time FROM audit ORDER BY seq")
-        cur.row_factory = None  # plain tuples: no sqlite3.Row per entry
         mac_hex = self._fast.hex
         op_frag: dict[str, str] = {}
         expected, chain = 1, GENESIS  # the next seq, and the value its `prev` must hold
         count, first, last = 0, 0, 0
-        while True:
-            rows = cur.fetchmany(BATCH)
-            if not rows:
-                break
-            if robust:
-                rows = [(r[0], *(None if v is None else bytes(v).decode("utf-8", "replace") for v in r[1:]))
-                        for r in rows]
+        for rows in self.store.audit_batches(raw=robust, size=BATCH):
             for row in rows:
                 seq, text, mac, op, target, when = row
                 # The fast path: every check by slicing the canonical text, no json.loads.
@@ -297,8 +277,7 @@ class AuditLog:
     def _gap(self, expected: int, found: int) -> None:
         """Rows expected..found-1 are absent: moved elsewhere (reordered) or gone (missing)."""
         needle = f',"seq":{expected},"target":'
-        for seq, text, mac in self.store.conn.execute(
-                "SELECT seq, entry, mac FROM audit WHERE instr(entry, ?) > 0", (needle,)).fetchall():
+        for seq, text, mac in self.store.audit_rows_containing(needle):
             if seq != expected and equal(self._fast.hex(text.encode()).encode(), str(mac).encode()):
                 raise AuditDamage(expected, "reordered", f"the entry of seq {expected} is stored at seq {seq}")
         if expected == 1:
@@ -333,7 +312,7 @@ class AuditLog:
     # -- reading -------------------------------------------------------------
     def stats(self) -> dict:
         """Entry count and head seq (for health and metrics)."""
-        count = self.store.one("SELECT COUNT(*) FROM audit")[0]
+        count = self.store.audit_count()
         return {"entries": count, "last_seq": self.head()[0]}
 
     def query(self, *, since: str | None = None, target: str | None = None, op: str | None = None,
@@ -341,35 +320,15 @@ class AuditLog:
               visible: Callable[[str | None], bool] | None = None) -> Iterator[dict]:
         """Entries in seq order. `since` is an RFC 3339 time, `target` also matches one name of a
         multi-name entry (exec), `op` may be a glob (`key.*`), `visible` filters by namespace."""
-        sql = "SELECT seq, entry, mac, target FROM audit WHERE seq > ?"
-        params: list = [after]
-        if upto is not None:
-            sql += " AND seq <= ?"
-            params.append(upto)
-        if since:
-            sql += " AND time >= ?"
-            params.append(since)
-        if op:
-            sql += " AND op GLOB ?"
-            params.append(op)
-        if target:
-            sql += " AND (target = ? OR instr(',' || target || ',', ',' || ? || ',') > 0)"
-            params += [target, target]
-        cur = self.store.conn.execute(sql + " ORDER BY seq", params)
-        cur.row_factory = None
-        while True:
-            rows = cur.fetchmany(1000)
-            if not rows:
-                return
-            for _, text, mac, tgt in rows:
-                if visible is None or visible(tgt):
-                    yield to_entry(text, mac)
+        for _, text, mac, tgt in self.store.audit_query(after=after, upto=upto, since=since, op=op, target=target):
+            if visible is None or visible(tgt):
+                yield to_entry(text, mac)
 
     def follow(self, *, after: int, interval: float = 0.5, sleep: Callable[[float], None] = time.sleep,
                skip: Callable[[dict], bool] | None = None, **filters) -> Iterator[dict]:
         """Poll for entries after seq `after` and yield them as they land, until the caller stops."""
         while True:
-            top = self.store.one("SELECT MAX(seq) FROM audit")[0] or 0
+            top = self.store.max_audit_seq()
             if top > after:
                 for entry in self.query(after=after, upto=top, **filters):
                     if skip is None or not skip(entry):
@@ -386,13 +345,11 @@ class AuditLog:
             raise RuntimeError("prune runs inside the operation's transaction")
         self._verify(bound_rows=False)
         cutoff = durations.rfc3339(before)
-        last = self.store.one("SELECT MAX(seq) FROM audit WHERE time < ? AND op != ?", (cutoff, CHECKPOINT))[0]
-        if last is None:
+        found = self.store.audit_prunable(cutoff, CHECKPOINT)
+        if found is None:
             return {"pruned": 0, "before": cutoff, "checkpoint": None}
-        count, first = self.store.one(
-            "SELECT COUNT(*), MIN(seq) FROM audit WHERE seq <= ? AND op != ?", (last, CHECKPOINT))
-        last_mac = self.store.one("SELECT mac FROM audit WHERE seq = ?", (last,))[0]
-        self.store.run("DELETE FROM audit WHERE seq <= ?", (last,))
+        last, count, first, last_mac = found
+        self.store.delete_audit_upto(last)
         info = {"pruned": count, "first": first, "last": last, "before": cutoff}
         self._insert(self.make_entry(last, last_mac, CHECKPOINT, extra=info))
         return {"pruned": count, "before": cutoff, "checkpoint": last}
@@ -410,91 +367,17 @@ class AuditLog:
         new = AuditLog(self.store, new_key, self.actor)
         renamed: dict[str, str] = {}
         updates = []
-        cur = self.store.conn.execute("SELECT seq, entry, mac FROM audit ORDER BY seq")
-        cur.row_factory = None
-        for seq, text, mac in cur.fetchall():
+        rows = [(r[0], r[1], r[2]) for batch in self.store.audit_batches() for r in batch]
+        for seq, text, mac in rows:
             body = json.loads(text)
             body["prev"] = renamed.get(body["prev"], body["prev"])
             data = canonical(body)
             new_mac = new._fast.hex(data)
             renamed[mac] = new_mac
             updates.append((data.decode(), new_mac, seq))
-        self.store.conn.executemany("UPDATE audit SET entry = ?, mac = ? WHERE seq = ?", updates)
-        has_head = self.store.one("SELECT seq, mac FROM audit_head WHERE id = 1")
+        self.store.rewrite_audit(updates)
+        has_head = self.store.audit_head()
         self.key, self._fast = new_key, new._fast
         if has_head:
-            self._set_head(has_head[0], renamed.get(has_head[1], has_head[1]))
-
-
-# -- the audited commands (called by kms_cli.cli.audit_cmds with an unlocked vault) ------------
-
-def _visible(vault) -> Callable[[str | None], bool] | None:
-    """With --namespace, only entries whose every target lies inside it: nothing outside is detected."""
-    ns = vault.ns
-    if not ns.prefix:
-        return None
-
-    def visible(target: str | None) -> bool:
-        return bool(target) and all(t == ns.prefix or ns.contains(t) for t in target.split(","))
-
-    return visible
-
-
-def _filters(vault, since: int | None, target: str | None, op: str | None) -> dict:
-    return {
-        "since": durations.rfc3339(durations.now() - since) if since is not None else None,
-        "target": vault.ns.full(target) if target else None,
-        "op": op,
-        "visible": _visible(vault),
-    }
-
-
-def log(vault, *, since: int | None = None, target: str | None = None, op: str | None = None,
-        emit: Callable[[dict], None], op_name: str = "audit.log") -> int:
-    """Stream the matching entries (one snapshot) to `emit`, then record the read; returns the last seq read."""
-    filters = _filters(vault, since, target, op)
-    with vault.operation(op_name, filters["target"], write=False) as rec:
-        with vault.store.read():
-            top = vault.store.one("SELECT COALESCE(MAX(seq), 0) FROM audit")[0]
-            count = 0
-            for entry in vault.audit.query(upto=top, **filters):
-                emit(entry)
-                count += 1
-        rec.extra = {"entries": count}
-    return top
-
-
-def follow(vault, *, after: int, since: int | None = None, target: str | None = None, op: str | None = None,
-           interval: float = 0.5) -> Iterator[dict]:
-    """Entries landing after seq `after`, forever (the caller stops on interrupt). This process's
-    own `audit.log` entry is not echoed back."""
-    import os
-    import socket
-
-    me = (os.getpid(), socket.gethostname())
-
-    def own(entry: dict) -> bool:
-        a = entry.get("actor") or {}
-        return entry["op"] == "audit.log" and (a.get("pid"), a.get("host")) == me
-
-    yield from vault.audit.follow(after=after, interval=interval, skip=own, **_filters(vault, since, target, op))
-
-
-def verify(vault) -> VerifyResult:
-    """Verify the chain and head (before this command's own entry is appended), then record it."""
-    with vault.operation("audit.verify", write=False) as rec:
-        result = vault.audit.verify()
-        rec.extra = {"entries": result.entries, "last_seq": result.last_seq}
-    return result
-
-
-def prune(vault, before: int) -> dict:
-    """Prune entries older than `before` seconds ago; the prune is itself an entry, in the same transaction."""
-    if vault.ns.prefix:
-        raise UsageError("audit prune acts on the whole vault's log", hint="run it without --namespace")
-    if before < 0:
-        raise UsageError("--before must not be negative")
-    with vault.operation("audit.prune") as rec:
-        info = vault.audit.prune(durations.now() - before)
-        rec.extra = {k: v for k, v in info.items() if v is not None}
-    return info
+            head_mac = bytes(has_head[1]).decode("ascii")
+            self._set_head(has_head[0], renamed.get(head_mac, head_mac))

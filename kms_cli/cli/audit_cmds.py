@@ -1,4 +1,4 @@
-"""Handlers for `audit ...`: log, follow, verify, export and prune over kms_cli.audit; render only."""
+"""Handlers for `audit ...`: log, follow, verify, export and prune over kms_cli.vault.audit; render only."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ class _Printer:
 
 
 def log(ctx, since, target, op, follow) -> int:
-    from kms_cli import audit
+    from kms_cli.vault import audit
 
     window = parse_duration(since) if since else None
     emit = _Printer(ctx)
@@ -73,7 +73,7 @@ def log(ctx, since, target, op, follow) -> int:
 
 
 def verify(ctx) -> int:
-    from kms_cli import audit
+    from kms_cli.vault import audit
 
     with ctx.vault() as vault:
         result = audit.verify(vault)
@@ -87,7 +87,7 @@ def verify(ctx) -> int:
 
 
 def export(ctx, output) -> int:
-    from kms_cli import audit
+    from kms_cli.vault import audit
 
     with ctx.vault() as vault:
         with fileio.atomic_output(output) as out:
@@ -98,7 +98,7 @@ def export(ctx, output) -> int:
 
 
 def prune(ctx, before) -> int:
-    from kms_cli import audit
+    from kms_cli.vault import audit
 
     seconds = parse_duration(before)
     with ctx.vault() as vault:

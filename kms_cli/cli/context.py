@@ -123,7 +123,7 @@ class Ctx:
         try:
             return Vault.open(options)
         except NotFoundError as exc:
-            from kms_cli.vault.core import restore_leftovers
+            from kms_cli.vault.backup import restore_leftovers
 
             kept = [p for p in restore_leftovers(options.path) if not p.endswith(("-wal", "-shm"))]
             if not kept or os.path.lexists(options.path):

@@ -18,7 +18,9 @@ def health(ctx, format, expiring_within=None) -> int:
     if fmt == "json":
         ctx.emit_json(report.to_dict())
     elif fmt == "prometheus":
-        ctx.stdout.write(checks.prometheus(report).encode())
+        from kms_cli.cli import prometheus
+
+        ctx.stdout.write(prometheus.health(report).encode())
     else:
         width = max(len(c.name) for c in report.checks)
         lines = [f"{c.status:<4}  {c.name.ljust(width)}  {c.detail}" for c in report.checks]

@@ -20,7 +20,8 @@ from kms_cli.errors import AlreadyExistsError, IntegrityError, KmsError, NotFoun
 from kms_cli.names import Namespace
 from kms_cli.providers import from_uri, scheme_of
 from kms_cli.providers.base import SourceOptions
-from kms_cli.store import Store
+from kms_cli.store import Store, create_store, open_store
+from kms_cli.store.swap import cleanup_after_restore, restore_leftovers
 from kms_cli.vault import rows
 
 CONTEXT_KEY = "kms-cli:vault"
@@ -90,7 +91,7 @@ class Vault:
         store.on_begin = self._check_current
 
     def __repr__(self) -> str:
-        return f"Vault({self.store.path!r})"
+        return f"Vault({self.store.location!r})"
 
     @property
     def context(self) -> dict[str, str]:
@@ -105,7 +106,7 @@ class Vault:
         vault_id = random_bytes(16)
         root = random_bytes(32)
         blob = source.wrap(root, {CONTEXT_KEY: vault_id.hex()})
-        store = Store.create(options.path, force=force)
+        store = create_store(options.path, force=force)
         vault = cls(store, vault_id, root, options, slot_id=1, slot_blob=blob)
         store.on_begin = None  # no slot yet to check against: this transaction writes it
         with store.write():
@@ -124,7 +125,7 @@ class Vault:
 
     @classmethod
     def open(cls, options: Options) -> "Vault":
-        store = Store.open(options.path)
+        store = open_store(options.path)
         with store.read():  # one snapshot: a `master rotate` committing meanwhile is seen whole or not at all
             vault_id = _vault_id(store, options.path)
             slots = [dict(r) for r in store.slots()]
@@ -140,8 +141,6 @@ class Vault:
             with store.read():
                 rows.verify_slot_set(store, vault_id, vault.subkeys.slot)
         if restore_leftovers(options.path):  # a restore keeps the old vault until a successful unlock
-            from kms_cli.vault.backup import cleanup_after_restore
-
             cleanup_after_restore(options.path)
         return vault
 
@@ -266,16 +265,6 @@ class Vault:
     def close(self) -> None:
         self.store.close()
 
-
-def restore_leftovers(path: str) -> list[str]:
-    """What a restore kept beside `path` (`<vault>.bak-<time>` and its -wal/-shm), in name order."""
-    directory = os.path.dirname(os.path.abspath(path))
-    prefix = os.path.basename(path) + ".bak-"
-    try:
-        names = sorted(n for n in os.listdir(directory) if n.startswith(prefix))
-    except OSError:
-        return []
-    return [os.path.join(directory, n) for n in names]
 
 
 def _expiry(expires: float | None) -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import os
-import sqlite3
 from dataclasses import dataclass, field
 
 from kms_cli import durations
@@ -100,72 +99,54 @@ def _plural(n: int, word: str, words: str | None = None) -> str:
 
 # -- the checks ------------------------------------------------------------------------------
 
-def _check_file(report: Report, path: str) -> bool:
+def _check_file(report: Report, path: str):
+    """The file, its mode, and what the store finds in it without unlocking it (None: stop here)."""
+    from kms_cli.store import probe
+
     if not os.path.exists(path):
         report.add("vault.file", FAIL, f"no vault at {path}", 3)
-        return False
+        return None
     try:
-        st = os.stat(path)
-        with open(path, "rb") as f:
-            header = f.read(16)
+        found = probe(path)
     except OSError as exc:
         report.add("vault.file", FAIL, f"{path} is not readable: {exc.strerror}", 7)
-        return False
-    if header != b"SQLite format 3\x00":
+        return None
+    if not found.is_database:
         report.add("vault.file", FAIL, f"{path} is not a SQLite database", 5)
-        return False
-    report.metrics["vault_size_bytes"] = st.st_size
-    mode = st.st_mode & 0o777
+        return None
+    report.metrics["vault_size_bytes"] = found.size
+    mode = found.mode
     if mode & 0o077:
         report.add("vault.file", WARN, f"{path} is readable or writable by others (mode {mode:04o}); chmod 600 it")
     else:
-        report.add("vault.file", OK, f"{path} ({st.st_size} bytes, mode {mode:04o})")
-    return True
+        report.add("vault.file", OK, f"{path} ({found.size} bytes, mode {mode:04o})")
+    return found
 
 
-def _check_database(report: Report, path: str) -> bool:
-    """Schema version and SQLite's own integrity_check, on a plain connection (no unlock needed)."""
-    from kms_cli.store import BUSY_TIMEOUT_MS, SCHEMA_VERSION
+def _check_database(report: Report, found) -> bool:
+    """Schema version and the store's own integrity check (no unlock needed)."""
+    from kms_cli.store import SCHEMA_VERSION
 
-    try:
-        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-    except sqlite3.Error as exc:
-        report.add("vault.schema", FAIL, f"cannot open the database: {exc}", 5)
+    if found.error is not None:
+        report.add("vault.schema", FAIL, found.error.message, found.error.exit_code)
         return False
-    try:
-        try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-        except sqlite3.DatabaseError as exc:
-            from kms_cli.store import vault_error  # a full disk or a read-only vault is exit 7, not damage
-
-            err = vault_error(exc, path)
-            if err is not None and err.exit_code != 5:
-                report.add("vault.schema", FAIL, err.message, err.exit_code)
-                return False
-            report.add("vault.schema", FAIL, f"not a readable database: {exc}", 5)
-            return False
-        if version == 0:
-            report.add("vault.schema", FAIL, "not a kms-cli vault (no schema)", 5)
-            return False
-        if version > SCHEMA_VERSION:
-            report.add("vault.schema", FAIL, f"schema {version} was written by a newer kms-cli "
-                                             f"(this one knows {SCHEMA_VERSION}); upgrade kms-cli", 1)
-            return False
-        if version < SCHEMA_VERSION:
-            report.add("vault.schema", OK, f"schema {version}, upgraded to {SCHEMA_VERSION} when opened")
-        else:
-            report.add("vault.schema", OK, f"schema {version} (current)")
-        try:
-            problems = [r[0] for r in conn.execute("PRAGMA integrity_check(20)").fetchall()]
-        except sqlite3.DatabaseError as exc:
-            problems = [str(exc)]
-        if problems != ["ok"]:
-            report.add("vault.integrity", FAIL, "SQLite integrity_check: " + "; ".join(problems[:3]), 5)
-            return False
-        report.add("vault.integrity", OK, "SQLite integrity_check ok")
-        return True
-    finally:
-        conn.close()
+    version = found.version
+    if version == 0:
+        report.add("vault.schema", FAIL, "not a kms-cli vault (no schema)", 5)
+        return False
+    if version > SCHEMA_VERSION:
+        report.add("vault.schema", FAIL, f"schema {version} was written by a newer kms-cli "
+                                         f"(this one knows {SCHEMA_VERSION}); upgrade kms-cli", 1)
+        return False
+    if version < SCHEMA_VERSION:
+        report.add("vault.schema", OK, f"schema {version}, upgraded to {SCHEMA_VERSION} when opened")
+    else:
+        report.add("vault.schema", OK, f"schema {version} (current)")
+    if found.problems:
+        report.add("vault.integrity", FAIL, "SQLite integrity_check: " + "; ".join(found.problems[:3]), 5)
+        return False
+    report.add("vault.integrity", OK, "SQLite integrity_check ok")
+    return True
 
 
 def _check_slots(report: Report, vault) -> None:
@@ -246,7 +227,7 @@ def _check_keys(report: Report, vault, now: float) -> None:
     ns = vault.ns
     states = dict.fromkeys(KEY_STATES, 0)
     overdue, past_grace, destroy_due, destroy_soon = [], [], [], []
-    for k in rows.load_keys(vault, ns.like_pattern()):
+    for k in rows.load_keys(vault, ns.prefix):
         row, versions = k.row, k.ordered()
         name = ns.relative(row["name"])
         state = keys.key_state(row, versions, now)
@@ -291,7 +272,7 @@ def _check_secrets(report: Report, vault, now: float, window: int) -> None:
 
     ns = vault.ns
     current = []
-    for srec in rows.load_secrets(vault, ns.like_pattern()):
+    for srec in rows.load_secrets(vault, ns.prefix):
         v = srec.version(vault, srec.last_version)
         if v is not None:
             current.append((ns.relative(srec.name), v["expires"]))
@@ -314,15 +295,13 @@ def run(options, expiring_within: int = SOON) -> Report:
     from kms_cli.vault.core import Vault
 
     report = Report(when=durations.now())
-    if not _check_file(report, options.path) or not _check_database(report, options.path):
+    found = _check_file(report, options.path)
+    if found is None or not _check_database(report, found):
         return report
     try:
         vault = Vault.open(options)
     except KmsError as exc:
         report.add("unlock", FAIL, str(exc), exc.exit_code)
-        return report
-    except sqlite3.DatabaseError as exc:
-        report.add("unlock", FAIL, f"the vault could not be read: {exc}", 5)
         return report
     try:
         now = durations.now()
@@ -334,7 +313,7 @@ def run(options, expiring_within: int = SOON) -> Report:
             if report.status != UNHEALTHY:  # the summaries below read only authenticated rows
                 _check_keys(report, vault, now)
                 _check_secrets(report, vault, now, expiring_within)
-        except sqlite3.DatabaseError as exc:
+        except IntegrityError as exc:  # the store found the database damaged (a table or column edited away)
             report.add("vault.read", FAIL, f"the vault could not be read: {exc}", 5)
             return report
         try:
@@ -347,52 +326,7 @@ def run(options, expiring_within: int = SOON) -> Report:
     return report
 
 
-# -- Prometheus text exposition ------------------------------------------------------------
+# -- numeric values of statuses (gauges: kms_cli.cli.prometheus) ----------------------------
 
-_CHECK_VALUE = {OK: 0, WARN: 1, FAIL: 2}
-_STATUS_VALUE = {HEALTHY: 0, DEGRADED: 1, UNHEALTHY: 2}
-
-
-def _num(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def prometheus(report: Report) -> str:
-    """The report in the Prometheus text format (for node_exporter's textfile collector)."""
-    out: list[str] = []
-
-    def gauge(name: str, help_: str, samples: list[tuple[dict, float]]) -> None:
-        out.append(f"# HELP kms_cli_{name} {help_}")
-        out.append(f"# TYPE kms_cli_{name} gauge")
-        for labels, value in samples:
-            lbl = ",".join(f'{k}="{_label(str(v))}"' for k, v in labels.items())
-            out.append(f"kms_cli_{name}{{{lbl}}} {_num(value)}" if lbl else f"kms_cli_{name} {_num(value)}")
-
-    m = report.metrics
-    gauge("health_status", "Overall vault health: 0 healthy, 1 degraded, 2 unhealthy.",
-          [({}, _STATUS_VALUE[report.status])])
-    gauge("health_check_status", "Status of each health check: 0 ok, 1 warn, 2 fail.",
-          [({"check": c.name}, _CHECK_VALUE[c.status]) for c in report.checks])
-    gauge("health_last_run_timestamp_seconds", "When this health report was made, in seconds since the epoch.",
-          [({}, round(report.when, 3))])
-    if "vault_size_bytes" in m:
-        gauge("vault_size_bytes", "Size of the vault file in bytes.", [({}, m["vault_size_bytes"])])
-    if "keys_by_state" in m:
-        gauge("keys", "Keys by state.", [({"state": s}, n) for s, n in m["keys_by_state"].items()])
-        gauge("key_rotations_overdue", "Active keys past their rotation date.", [({}, m["rotations_overdue"])])
-        gauge("key_versions_past_grace", "Key versions past their grace period.",
-              [({}, m["key_versions_past_grace"])])
-        gauge("key_destroys_due", "Keys past their destroy window.", [({}, m["destroys_due"])])
-    if "secrets" in m:
-        gauge("secrets", "Secrets (not deleted).", [({}, m["secrets"])])
-        gauge("secrets_expired", "Secrets whose current version is past its TTL.", [({}, m["secrets_expired"])])
-        gauge("secrets_expiring", "Secrets whose current version's TTL ends within the warning window.",
-              [({}, m["secrets_expiring"])])
-    if "audit_entries" in m:
-        gauge("audit_entries", "Entries in the audit log (after any prune).", [({}, m["audit_entries"])])
-        gauge("audit_last_seq", "Sequence number of the newest audit entry.", [({}, m["audit_last_seq"])])
-    return "\n".join(out) + "\n"
+CHECK_VALUE = {OK: 0, WARN: 1, FAIL: 2}
+STATUS_VALUE = {HEALTHY: 0, DEGRADED: 1, UNHEALTHY: 2}

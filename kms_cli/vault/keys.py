@@ -113,7 +113,7 @@ def create(vault, name: str, algorithm: str, rotate_every: int | None, descripti
 
 def list_keys(vault) -> list[dict]:
     with vault.operation("key.list", vault.ns.prefix or None, write=False):
-        return [describe(vault, k, with_versions=False) for k in rows.load_keys(vault, vault.ns.like_pattern())]
+        return [describe(vault, k, with_versions=False) for k in rows.load_keys(vault, vault.ns.prefix)]
 
 
 def show(vault, name: str) -> dict:
@@ -171,7 +171,7 @@ def rotate_due(vault) -> list[dict]:
     done = []
     with vault.operation("key.rotate-due", vault.ns.prefix or None) as rec:
         now = durations.now()
-        for k in rows.load_keys(vault, vault.ns.like_pattern()):
+        for k in rows.load_keys(vault, vault.ns.prefix):
             row = k.row
             if row["state"] != ACTIVE or not row["next_rotation"] or row["next_rotation"] > now:
                 continue

@@ -196,8 +196,9 @@ def _check_newest(vault, full: str, seq: int, ops: tuple[str, ...], what: str) -
                              "an older copy of it was put back", hint=_EDITED)
 
 
-def load_keys(vault, like: str = "%") -> list[KeyRecord]:
-    return [k for k in (load_key(vault, r["name"]) for r in vault.store.keys(like)) if k is not None]
+def load_keys(vault, under: str = "") -> list[KeyRecord]:
+    """Every key inside the namespace `under` ("" = the whole vault), verified."""
+    return [k for k in (load_key(vault, r["name"]) for r in vault.store.keys(under)) if k is not None]
 
 
 # -- secrets ---------------------------------------------------------------------------------
@@ -301,9 +302,10 @@ def load_secret(vault, full: str) -> SecretRecord | None:
     return SecretRecord(_TOKEN, dict(row))
 
 
-def load_secrets(vault, like: str = "%", *, deleted: bool = False) -> list[SecretRecord]:
+def load_secrets(vault, under: str = "", *, deleted: bool = False) -> list[SecretRecord]:
+    """Every live secret inside the namespace `under` ("" = all; `deleted`: every head), verified."""
     out = []
-    for row in vault.store.secrets(like) if not deleted else vault.store.all_secrets():
+    for row in vault.store.secrets(under) if not deleted else vault.store.all_secrets():
         rec = load_secret(vault, row["name"])
         if rec is not None:
             out.append(rec)

@@ -94,7 +94,7 @@ def get_many(vault, refs: list[tuple[str, int | None]], op: str,
 
 
 def all_names(vault) -> list[str]:
-    return [vault.ns.relative(s.name) for s in rows.load_secrets(vault, vault.ns.like_pattern())]
+    return [vault.ns.relative(s.name) for s in rows.load_secrets(vault, vault.ns.prefix)]
 
 
 def _describe(vault, srow, vrow) -> dict:
@@ -113,7 +113,7 @@ def _describe(vault, srow, vrow) -> dict:
 def list_secrets(vault, tags: dict[str, str] | None = None) -> list[dict]:
     with vault.operation("secret.list", vault.ns.prefix or None, write=False):
         out = []
-        for srec in rows.load_secrets(vault, vault.ns.like_pattern()):
+        for srec in rows.load_secrets(vault, vault.ns.prefix):
             vrow = srec.version(vault, srec.last_version)
             if vrow is None:
                 continue
@@ -165,7 +165,7 @@ def import_items(vault, items: list[tuple[str, bytes]], ttl: int | None = None) 
 def export_all(vault, check=None) -> list[tuple[str, SecretValue]]:
     with vault.operation("secret.export", vault.ns.prefix or None, write=False) as rec:
         out = []
-        for srec in rows.load_secrets(vault, vault.ns.like_pattern()):
+        for srec in rows.load_secrets(vault, vault.ns.prefix):
             vrow = srec.version(vault, srec.last_version)
             if vrow is None:
                 continue

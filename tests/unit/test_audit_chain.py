@@ -14,7 +14,7 @@ from kms_cli import durations
 from kms_cli.audit import CHECKPOINT, GENESIS, AuditDamage, AuditLog, canonical, to_entry
 from kms_cli.crypto.primitives import KeyedHmacSha256, hmac_sha256
 from kms_cli.errors import IntegrityError, KmsError
-from kms_cli.store import Store
+from kms_cli.store.sqlite import SQLiteStore as Store
 
 KEY = bytes(range(32))
 ACTOR = {"user": "u", "host": "h", "pid": 1, "ci": None}

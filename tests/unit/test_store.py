@@ -4,7 +4,8 @@ import stat
 import pytest
 
 from kms_cli.errors import AlreadyExistsError, IntegrityError, NotFoundError
-from kms_cli.store import SCHEMA_VERSION, Store
+from kms_cli.store import SCHEMA_VERSION
+from kms_cli.store.sqlite import SQLiteStore as Store
 
 
 def test_create_is_private_and_current(tmp_path):

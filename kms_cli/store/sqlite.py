@@ -1,4 +1,4 @@
-"""SQLite storage: schema, migrations, transactions. It knows rows, not keys.
+"""The SQLite engine of the storage interface (`store/base.py`): schema, migrations, transactions.
 
 Every command's writes happen in one `BEGIN IMMEDIATE` transaction, so a crash at
 any instant leaves the vault as it was before or after. WAL mode lets readers run
@@ -13,9 +13,10 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from kms_cli.errors import AlreadyExistsError, IntegrityError, KmsError, NotFoundError, UnavailableError
+from kms_cli.store.base import SCHEMA_VERSION, BadText, Store, like_prefix
 
-SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 60_000
+MAGIC = b"SQLite format 3\x00"
 
 # Forward migrations: MIGRATIONS[n] brings a database from version n to n+1.
 MIGRATIONS: list[str] = [
@@ -212,11 +213,20 @@ def _connect(path: str) -> sqlite3.Connection:
     return conn
 
 
-class Store:
+def _fail(exc: sqlite3.Error, path: str | None) -> KmsError:
+    """The kms_cli error for a SQLite error no narrower handler took: what happened to the file, or
+    damage (a table or column edited away, a constraint a vault written by kms-cli never breaks)."""
+    err = vault_error(exc, path)
+    if err is not None:
+        return err
+    return IntegrityError(f"the vault {path or ''} is damaged or was edited outside kms-cli ({exc})".replace("  ", " "))
+
+
+class SQLiteStore(Store):
     """One vault file. Use `write()` for a transaction that changes rows, `read()` for a snapshot."""
 
     def __init__(self, path: str, conn: sqlite3.Connection):
-        self.path = path
+        self.path = self.location = path
         self.conn = conn
         self._depth = 0
         self._writing = False
@@ -226,7 +236,7 @@ class Store:
 
     # -- opening -------------------------------------------------------------
     @classmethod
-    def create(cls, path: str, *, force: bool = False) -> "Store":
+    def create(cls, path: str, *, force: bool = False) -> "SQLiteStore":
         parent = os.path.dirname(os.path.abspath(path))
         os.makedirs(parent, mode=0o700, exist_ok=True)
         if os.path.exists(path):
@@ -251,7 +261,7 @@ class Store:
         return store
 
     @classmethod
-    def open(cls, path: str) -> "Store":
+    def open(cls, path: str) -> "SQLiteStore":
         if not os.path.exists(path):
             raise NotFoundError(f"no vault at {path}", hint="create one with `kms-cli init`")
         if not os.access(path, os.R_OK):
@@ -259,9 +269,9 @@ class Store:
         store = cls(path, _connect(path))
         try:
             version = store.schema_version()
-        except sqlite3.Error as exc:
+        except KmsError:
             store.close()
-            raise vault_error(exc, path, _damaged(path)) from exc
+            raise
         if version == 0:
             raise IntegrityError(f"{path} is not a kms-cli vault")
         if version > SCHEMA_VERSION:
@@ -274,7 +284,7 @@ class Store:
         self.conn.close()
 
     def schema_version(self) -> int:
-        return self.conn.execute("PRAGMA user_version").fetchone()[0]
+        return self.one("PRAGMA user_version")[0]
 
     def migrate(self) -> None:
         with self.write():
@@ -282,12 +292,12 @@ class Store:
             for n in range(version, SCHEMA_VERSION):
                 for stmt in MIGRATIONS[n].split(";"):
                     if stmt.strip():
-                        self.conn.execute(stmt)
-            self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                        self.run(stmt)
+            self.run(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # -- transactions --------------------------------------------------------
     @contextmanager
-    def write(self) -> Iterator["Store"]:
+    def write(self) -> Iterator["SQLiteStore"]:
         """One write transaction (nested calls join the outer one; never inside a read snapshot)."""
         if self._depth:
             if not self._writing:
@@ -316,7 +326,7 @@ class Store:
             raise
 
     @contextmanager
-    def read(self) -> Iterator["Store"]:
+    def read(self) -> Iterator["SQLiteStore"]:
         """A consistent snapshot: every read inside sees the vault as of one commit."""
         if self._depth:
             self._depth += 1
@@ -325,7 +335,7 @@ class Store:
             finally:
                 self._depth -= 1
             return
-        self.conn.execute("BEGIN")
+        self._exec_txn("BEGIN")
         self._depth = 1
         try:
             if self.on_begin is not None:
@@ -333,7 +343,7 @@ class Store:
             yield self
         finally:
             self._depth = 0
-            self.conn.execute("COMMIT")
+            self._exec_txn("COMMIT")
 
     def _exec_txn(self, sql: str) -> None:
         try:
@@ -353,21 +363,41 @@ class Store:
     def in_transaction(self) -> bool:
         return self._depth > 0
 
-    # -- generic helpers -----------------------------------------------------
+    # -- SQL (private to this engine: every driver error leaves as a kms_cli error) --
     def one(self, sql: str, params: tuple = ()) -> sqlite3.Row | None:
-        return self.conn.execute(sql, params).fetchone()
+        try:
+            return self.conn.execute(sql, params).fetchone()
+        except sqlite3.Error as exc:
+            raise _fail(exc, self.path) from exc
 
     def all(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
-        return self.conn.execute(sql, params).fetchall()
+        try:
+            return self.conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise _fail(exc, self.path) from exc
 
     def run(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
         try:
             return self.conn.execute(sql, params)
         except sqlite3.Error as exc:  # a write that fails for a full disk or a read-only vault: exit 7, say so
-            err = vault_error(exc, self.path)
-            if err is None:
-                raise
-            raise err from exc
+            raise _fail(exc, self.path) from exc
+
+    def _batches(self, sql: str, params: tuple = (), size: int = 1000, text_errors: bool = False) -> Iterator[list]:
+        """Plain tuples, `size` at a time (no sqlite3.Row per row: audit logs are long)."""
+        try:
+            cur = self.conn.execute(sql, params)
+            cur.row_factory = None
+            while True:
+                rows = cur.fetchmany(size)
+                if not rows:
+                    return
+                yield rows
+        except sqlite3.OperationalError as exc:
+            if text_errors and "decode" in str(exc).lower():
+                raise BadText("a text column is not valid UTF-8") from None
+            raise _fail(exc, self.path) from exc
+        except sqlite3.Error as exc:
+            raise _fail(exc, self.path) from exc
 
     # -- meta ----------------------------------------------------------------
     def get_meta(self, k: str) -> str | None:
@@ -407,8 +437,8 @@ class Store:
     def key(self, name: str) -> sqlite3.Row | None:
         return self.one("SELECT * FROM keys WHERE name = ?", (name,))
 
-    def keys(self, like: str = "%") -> list[sqlite3.Row]:
-        return self.all("SELECT * FROM keys WHERE name LIKE ? ESCAPE '\\' ORDER BY name", (like,))
+    def keys(self, under: str = "") -> list[sqlite3.Row]:
+        return self.all("SELECT * FROM keys WHERE name LIKE ? ESCAPE '\\' ORDER BY name", (like_prefix(under),))
 
     def insert_key(self, **row: Any) -> None:
         cols = ", ".join(row)
@@ -442,9 +472,9 @@ class Store:
     def secret(self, name: str) -> sqlite3.Row | None:
         return self.one("SELECT * FROM secrets WHERE name = ?", (name,))
 
-    def secrets(self, like: str = "%") -> list[sqlite3.Row]:
+    def secrets(self, under: str = "") -> list[sqlite3.Row]:
         return self.all(
-            "SELECT * FROM secrets WHERE deleted = 0 AND name LIKE ? ESCAPE '\\' ORDER BY name", (like,)
+            "SELECT * FROM secrets WHERE deleted = 0 AND name LIKE ? ESCAPE '\\' ORDER BY name", (like_prefix(under),)
         )
 
     def put_secret_head(self, name: str, last_version: int, deleted: bool, created: float, updated: float,
@@ -524,3 +554,181 @@ class Store:
     def keys_due_for_destruction(self, now: float) -> list[str]:
         return [r[0] for r in self.all("SELECT name FROM keys WHERE state = 'destroy-scheduled' AND destroy_at <= ?",
                                        (now,))]
+
+    # -- the audit log ---------------------------------------------------------
+    def audit_head(self) -> tuple[Any, bytes, bytes] | None:
+        row = self.one("SELECT seq, CAST(mac AS BLOB), CAST(seal AS BLOB) FROM audit_head WHERE id = 1")
+        return None if row is None else (row[0], row[1], row[2])
+
+    def put_audit_head(self, seq: int, mac: str, seal: str) -> None:
+        self.run("INSERT INTO audit_head (id, seq, mac, seal) VALUES (1, ?, ?, ?) "
+                 "ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, mac = excluded.mac, seal = excluded.seal",
+                 (seq, mac, seal))
+
+    def max_audit_seq(self) -> int:
+        return self.one("SELECT COALESCE(MAX(seq), 0) FROM audit")[0]
+
+    def audit_count(self) -> int:
+        return self.one("SELECT COUNT(*) FROM audit")[0]
+
+    def insert_audit(self, seq: int, time: str, entry: str, op: str, target: str | None, mac: str) -> None:
+        self.run("INSERT INTO audit (seq, time, entry, op, target, mac) VALUES (?, ?, ?, ?, ?, ?)",
+                 (seq, time, entry, op, target, mac))
+
+    def audit_batches(self, raw: bool = False, size: int = 20_000) -> Iterator[list[tuple]]:
+        if not raw:
+            yield from self._batches("SELECT seq, entry, mac, op, target, time FROM audit ORDER BY seq", (), size,
+                                     text_errors=True)
+            return
+        for rows in self._batches("SELECT seq, CAST(entry AS BLOB), CAST(mac AS BLOB), CAST(op AS BLOB), "
+                                  "CAST(target AS BLOB), CAST(time AS BLOB) FROM audit ORDER BY seq", (), size):
+            yield [(r[0], *(None if v is None else bytes(v).decode("utf-8", "replace") for v in r[1:]))
+                   for r in rows]
+
+    def audit_rows_containing(self, needle: str) -> list[tuple[int, str, str]]:
+        return [tuple(r) for r in self.all("SELECT seq, entry, mac FROM audit WHERE instr(entry, ?) > 0", (needle,))]
+
+    def audit_query(self, *, after: int = 0, upto: int | None = None, since: str | None = None,
+                    op: str | None = None, target: str | None = None) -> Iterator[tuple[int, str, str, Any]]:
+        sql = "SELECT seq, entry, mac, target FROM audit WHERE seq > ?"
+        params: list = [after]
+        if upto is not None:
+            sql += " AND seq <= ?"
+            params.append(upto)
+        if since:
+            sql += " AND time >= ?"
+            params.append(since)
+        if op:
+            sql += " AND op GLOB ?"
+            params.append(op)
+        if target:
+            sql += " AND (target = ? OR instr(',' || target || ',', ',' || ? || ',') > 0)"
+            params += [target, target]
+        for rows in self._batches(sql + " ORDER BY seq", tuple(params)):
+            yield from rows
+
+    def audit_prunable(self, before: str, keep_op: str) -> tuple[int, int, int, str] | None:
+        last = self.one("SELECT MAX(seq) FROM audit WHERE time < ? AND op != ?", (before, keep_op))[0]
+        if last is None:
+            return None
+        count, first = self.one("SELECT COUNT(*), MIN(seq) FROM audit WHERE seq <= ? AND op != ?", (last, keep_op))
+        mac = self.one("SELECT mac FROM audit WHERE seq = ?", (last,))[0]
+        return last, count, first, mac
+
+    def delete_audit_upto(self, seq: int) -> None:
+        self.run("DELETE FROM audit WHERE seq <= ?", (seq,))
+
+    def rewrite_audit(self, updates: list[tuple[str, str, int]]) -> None:
+        try:
+            self.conn.executemany("UPDATE audit SET entry = ?, mac = ? WHERE seq = ?", updates)
+        except sqlite3.Error as exc:
+            raise _fail(exc, self.path) from exc
+
+    # -- whole-vault operations --------------------------------------------------
+    def integrity_problems(self) -> list[str]:
+        problems = [r[0] for r in self.all("PRAGMA integrity_check(20)")]
+        return [] if problems == ["ok"] else problems
+
+    def backup_to(self, path: str) -> int:
+        """SQLite's online backup API in one step: one read snapshot, consistent beside writers."""
+        try:
+            dst = sqlite3.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise UnavailableError(f"the backup could not be written: {exc}") from exc
+        try:
+            try:
+                self.conn.backup(dst)
+                row = dst.execute("SELECT seq FROM audit_head WHERE id = 1").fetchone()
+            except sqlite3.Error as exc:
+                raise UnavailableError(f"the backup could not be written: {exc}") from exc
+        finally:
+            dst.close()
+        try:
+            os.unlink(path + "-journal")
+        except FileNotFoundError:
+            pass
+        return row[0] if row else 0
+
+    def seal_for_move(self) -> None:
+        busy = self.one("PRAGMA wal_checkpoint(TRUNCATE)")[0]
+        if busy:
+            raise UnavailableError("could not fold the vault's write-ahead log into it (another process has it open)")
+
+
+Store = SQLiteStore  # the name tests and older code use
+
+
+def checkpoint_file(path: str) -> bool | None:
+    """Fold the WAL of the vault file at `path` into it: True when done, False when another
+    process keeps it open, None when the file is not a readable database (moved as it is)."""
+    try:
+        conn = sqlite3.connect(path, timeout=2, isolation_level=None)
+    except sqlite3.Error:
+        return None
+    try:
+        busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+    except sqlite3.DatabaseError:
+        return None
+    finally:
+        conn.close()
+    return not busy
+
+
+def peek_vault_id(path: str) -> str | None:
+    """The vault id stored in the file at `path`, read without unlocking (None if unreadable)."""
+    try:
+        conn = sqlite3.connect(path, timeout=5)
+        try:
+            row = conn.execute("SELECT v FROM meta WHERE k = 'vault_id'").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+    return row[0] if row else None
+
+
+class Probe:
+    """What a vault file is, found without unlocking it (for `health`)."""
+
+    __slots__ = ("size", "mode", "is_database", "version", "error", "problems")
+
+    def __init__(self):
+        self.size = self.mode = self.version = self.error = None
+        self.is_database = False
+        self.problems: list[str] = []
+
+
+def probe(path: str) -> Probe:
+    """Size and mode, whether it is a SQLite database, its schema version (or the error reading it:
+    `error`, exit 7 for an unusable file, 5 for damage) and SQLite's integrity_check findings.
+    Raises OSError when the file cannot be stat'ed or read."""
+    p = Probe()
+    st = os.stat(path)
+    with open(path, "rb") as f:
+        header = f.read(16)
+    p.size, p.mode = st.st_size, st.st_mode & 0o777
+    if header != MAGIC:
+        return p
+    p.is_database = True
+    try:
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    except sqlite3.Error as exc:
+        p.error = IntegrityError(f"cannot open the database: {exc}")
+        return p
+    try:
+        try:
+            p.version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            err = vault_error(exc, path)
+            p.error = err if err is not None and err.exit_code != 5 else IntegrityError(
+                f"not a readable database: {exc}")
+            return p
+        if p.version and p.version <= SCHEMA_VERSION:
+            try:
+                problems = [r[0] for r in conn.execute("PRAGMA integrity_check(20)").fetchall()]
+            except sqlite3.DatabaseError as exc:
+                problems = [str(exc)]
+            p.problems = [] if problems == ["ok"] else problems
+        return p
+    finally:
+        conn.close()

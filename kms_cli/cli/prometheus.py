@@ -1,0 +1,60 @@
+"""The Prometheus text format (for node_exporter's textfile collector): rendering only."""
+
+from __future__ import annotations
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class Gauges:
+    """Lines of the text exposition format, one gauge at a time (all names get the `kms_cli_` prefix)."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def gauge(self, name: str, help_: str, samples: list[tuple[dict, float]]) -> None:
+        self.lines.append(f"# HELP kms_cli_{name} {help_}")
+        self.lines.append(f"# TYPE kms_cli_{name} gauge")
+        for labels, value in samples:
+            lbl = ",".join(f'{k}="{_label(str(v))}"' for k, v in labels.items())
+            self.lines.append(f"kms_cli_{name}{{{lbl}}} {_num(value)}" if lbl else f"kms_cli_{name} {_num(value)}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def health(report) -> str:
+    """A `vault.health.Report` as gauges."""
+    from kms_cli.vault.health import CHECK_VALUE, STATUS_VALUE
+
+    out = Gauges()
+    gauge = out.gauge
+    m = report.metrics
+    gauge("health_status", "Overall vault health: 0 healthy, 1 degraded, 2 unhealthy.",
+          [({}, STATUS_VALUE[report.status])])
+    gauge("health_check_status", "Status of each health check: 0 ok, 1 warn, 2 fail.",
+          [({"check": c.name}, CHECK_VALUE[c.status]) for c in report.checks])
+    gauge("health_last_run_timestamp_seconds", "When this health report was made, in seconds since the epoch.",
+          [({}, round(report.when, 3))])
+    if "vault_size_bytes" in m:
+        gauge("vault_size_bytes", "Size of the vault file in bytes.", [({}, m["vault_size_bytes"])])
+    if "keys_by_state" in m:
+        gauge("keys", "Keys by state.", [({"state": s}, n) for s, n in m["keys_by_state"].items()])
+        gauge("key_rotations_overdue", "Active keys past their rotation date.", [({}, m["rotations_overdue"])])
+        gauge("key_versions_past_grace", "Key versions past their grace period.",
+              [({}, m["key_versions_past_grace"])])
+        gauge("key_destroys_due", "Keys past their destroy window.", [({}, m["destroys_due"])])
+    if "secrets" in m:
+        gauge("secrets", "Secrets (not deleted).", [({}, m["secrets"])])
+        gauge("secrets_expired", "Secrets whose current version is past its TTL.", [({}, m["secrets_expired"])])
+        gauge("secrets_expiring", "Secrets whose current version's TTL ends within the warning window.",
+              [({}, m["secrets_expiring"])])
+    if "audit_entries" in m:
+        gauge("audit_entries", "Entries in the audit log (after any prune).", [({}, m["audit_entries"])])
+        gauge("audit_last_seq", "Sequence number of the newest audit entry.", [({}, m["audit_last_seq"])])
+    return out.text()

@@ -49,6 +49,7 @@ import re
 from collections.abc import Iterable, Mapping
 
 from kms_cli.errors import UsageError
+from kms_cli.names import is_env_name
 from kms_cli.secretvalue import SecretValue
 
 # The regular expressions are python-dotenv's, so both agree on every input.
@@ -163,7 +164,6 @@ def parse(text: str) -> list[tuple[str, str]]:
     return items
 
 
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # python-dotenv's interpolation pattern (dotenv/variables.py): what its default loader expands.
 _expansion = re.compile(r"\$\{[^}:]*(?::-[^}]*)?\}")
 _DEFAULT_HINT = "use another format: --format json, or env --format sh (any byte but NUL)"
@@ -249,7 +249,7 @@ def serialize(
         items = items.items()
     lines = []
     for key, value in items:
-        if not isinstance(key, str) or not _IDENTIFIER.match(key):
+        if not isinstance(key, str) or not is_env_name(key):
             raise UsageError(
                 f"{subject} {key!r} cannot be a dotenv key: a shell reading the file would run it as a command",
                 hint="keys must be letters, digits and '_', not starting with a digit; " + hint,

@@ -1,9 +1,11 @@
 """Environment variables from secrets: VAR naming, collisions, and the `env` output formats.
 
 A mapping here is ``{VAR: value}`` with values as SecretValue (``bytes`` and ``str``
-are accepted too). Every text format (sh, dotenv, json, github) needs the value to
-be UTF-8 text; a value that is not raises a UsageError naming the variable (exit 2),
-never a mangled or partial output. ``exec`` is the way to hand any bytes to a process.
+are accepted too). `format_sh` returns bytes and carries any value but one holding a
+NUL (raw bytes inside single quotes, valid UTF-8 or not). The text formats need
+text: dotenv refuses what python-dotenv and a shell would not both read back exactly
+(see `kms_cli.dotenv`), json and github refuse a value that is not UTF-8. A refusal
+is a UsageError naming the variable (exit 2), never a mangled or partial output.
 """
 
 from __future__ import annotations
@@ -90,29 +92,55 @@ def _texts(mapping: Mapping[str, Value], *, nul_ok: bool = True) -> list[tuple[s
         if not nul_ok and "\0" in text:
             raise UsageError(
                 f"the value of {var} holds a NUL byte, which a shell variable cannot carry",
-                hint="use --format json or dotenv",
+                hint="use --format json",
             )
         out.append((var, text))
     return out
 
 
-def sh_quote(text: str) -> str:
-    """`text` as one POSIX sh word: single quotes, with ``'`` written as ``'\\''``."""
-    return "'" + text.replace("'", "'\\''") + "'"
+def _raw(value: Value) -> bytes:
+    if isinstance(value, SecretValue):
+        return value.reveal()
+    return value.encode("utf-8") if isinstance(value, str) else bytes(value)
 
 
-def format_sh(mapping: Mapping[str, Value]) -> str:
-    """``export VAR='value'`` lines, safe for ``eval "$(kms-cli env)"`` in any POSIX sh.
+def sh_quote(value: bytes | str) -> bytes:
+    """`value` as one POSIX sh word: single quotes, with ``'`` written as ``'\\''``; any byte but NUL."""
+    raw = value.encode("utf-8") if isinstance(value, str) else value
+    return b"'" + raw.replace(b"'", b"'\\''") + b"'"
 
-    Inside single quotes nothing is special to sh (``$``, backticks, ``\\``, newlines),
-    so every value survives eval byte for byte.
+
+def format_sh(mapping: Mapping[str, Value]) -> bytes:
+    """``export VAR='value'`` lines, safe for ``eval "$(kms-cli env)"`` in sh, dash and bash.
+
+    Inside single quotes nothing is special to sh (``$``, backticks, ``\\``, newlines, CR),
+    so every value survives eval byte for byte, UTF-8 or not: the bytes are written as they
+    are (no ``$'...'``, which POSIX sh lacks). Only a NUL, which no shell variable can hold,
+    is refused (the message names the variable, never the value), before any line is made.
     """
-    return "".join(f"export {var}={sh_quote(text)}\n" for var, text in _texts(mapping, nul_ok=False))
+    lines = []
+    for var, value in mapping.items():
+        if not is_env_name(var):
+            raise UsageError(f"{var!r} is not a valid variable name")
+        raw = _raw(value)
+        if b"\0" in raw:
+            raise UsageError(
+                f"the value of {var} holds a NUL byte, which a shell variable cannot carry",
+                hint="use --format json, or kms-cli secret get for the exact bytes",
+            )
+        lines.append(b"export " + var.encode("ascii") + b"=" + sh_quote(raw) + b"\n")
+    return b"".join(lines)
 
 
 def format_dotenv(mapping: Mapping[str, Value]) -> str:
-    """Dotenv lines that python-dotenv (and `kms_cli.dotenv.parse`) read back identically."""
-    return dotenv.serialize(_texts(mapping))
+    """Dotenv lines that python-dotenv's default loader and ``set -a; . ./file`` read back exactly.
+
+    Raises:
+        UsageError: a value `kms_cli.dotenv` cannot write safely (the message names the variable).
+    """
+    return dotenv.serialize(
+        mapping, subject="variable", hint="use --format sh (any byte but NUL) or --format json",
+    )
 
 
 def format_json(mapping: Mapping[str, Value]) -> str:

@@ -28,11 +28,15 @@ def _selection(ctx, vault, secret, all_, prefix) -> dict[str, str]:
     return envformat.build_mapping(pairs, prefix or "")
 
 
-def _values(vault, mapping: dict[str, str], op: str):
+def _values(vault, mapping: dict[str, str], op: str, check=None):
     from kms_cli.vault import secrets
 
-    got = secrets.get_many(vault, [(name, None) for name in dict.fromkeys(mapping.values())], op)
-    return {var: got[(name, None)] for var, name in mapping.items()}
+    def by_var(got):
+        return {var: got[(name, None)] for var, name in mapping.items()}
+
+    got = secrets.get_many(vault, [(name, None) for name in dict.fromkeys(mapping.values())], op,
+                           check=None if check is None else lambda got: check(by_var(got)))
+    return by_var(got)
 
 
 def exec_(ctx, command, secret, all, prefix, pristine, no_clobber, mask, env_file_out) -> int:  # noqa: A002
@@ -44,7 +48,16 @@ def exec_(ctx, command, secret, all, prefix, pristine, no_clobber, mask, env_fil
         mapping = _selection(ctx, vault, secret, all, prefix)
         if "PATH" not in mapping:  # else the child's PATH is a secret: runner.run checks CMD after reading
             _check_command(vault, mapping, command, ctx.environ.get("PATH"))
-        values = _values(vault, mapping, "exec")  # the audit entry lands before the child starts
+        # The audit entry lands before the child starts; an env file's text is made inside the
+        # audited read, so a value dotenv cannot carry safely is that entry's result (exit 2).
+        env_text: dict[str, str] = {}
+
+        def render(values) -> None:
+            env_text["dotenv"] = dotenv.serialize(
+                values, subject="variable",
+                hint="leave out --env-file-out: the child's environment carries any value but a NUL")
+
+        values = _values(vault, mapping, "exec", check=render if env_file_out else None)
         scrub = list(runner.DEFAULT_SCRUB) + vault.secret_env_vars()
     env = runner.build_env(ctx.environ, values, pristine=pristine, no_clobber=no_clobber, scrub=scrub,
                            warn=None if ctx.quiet else ctx.warn)
@@ -53,7 +66,7 @@ def exec_(ctx, command, secret, all, prefix, pristine, no_clobber, mask, env_fil
         command, env,
         mask_values=list(values.values()) if mask else None,
         env_file=env_file_out,
-        dotenv_text=dotenv.serialize(values) if env_file_out else None,
+        dotenv_text=env_text.get("dotenv"),
     )
 
 
@@ -76,11 +89,11 @@ def env(ctx, secret, all, prefix, format) -> int:  # noqa: A002
 
     # Everything that can refuse is checked before the audited read or inside it, so the entry's
     # result is what the user sees: GITHUB_ENV unset or unwritable before, a value a format
-    # cannot carry (not UTF-8, a NUL for sh) inside.
+    # cannot carry (a NUL for sh; not UTF-8 for json and github; see kms_cli.dotenv) inside.
     ctx.need_stdout()
     github_fd = envformat.github_env_fd(ctx.environ.get("GITHUB_ENV")) if format == "github" else None
     try:
-        out: dict[str, str] = {}
+        out: dict[str, str | bytes] = {}
 
         def render(got) -> None:
             values = {var: got[(name, None)] for var, name in mapping.items()}
@@ -99,7 +112,8 @@ def env(ctx, secret, all, prefix, format) -> int:  # noqa: A002
     finally:
         if github_fd is not None:
             os.close(github_fd)
-    ctx.stdout.write(out["text"].encode())
+    text = out["text"]
+    ctx.stdout.write(text if isinstance(text, bytes) else text.encode())  # sh is bytes: any byte but NUL
     return 0
 
 

@@ -92,12 +92,9 @@ def import_(ctx, file) -> int:
     from kms_cli import dotenv
     from kms_cli.vault import secrets
 
-    raw = fileio.read_input(file)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise UsageError("the dotenv file is not UTF-8") from None
-    items = [(k, v.encode()) for k, v in dotenv.parse(text)]
+    # As python-dotenv reads a file: UTF-8, CRLF and CR turned to LF (inside quoted values too);
+    # unlike its default loader, ${...} is NOT expanded: a value is what the file says.
+    items = [(k, v.encode()) for k, v in dotenv.load(fileio.read_input(file))]
     for k, v in items:  # the same limit as `secret put`, before anything is opened or stored
         if len(v) > secrets.MAX_VALUE:
             raise UsageError(f"the value of {k[:256]} is larger than {secrets.MAX_VALUE} bytes",
@@ -126,14 +123,11 @@ def export(ctx, format, output) -> int:  # noqa: A002
                 except UnicodeDecodeError:
                     raise UsageError(f"secret {name!r} is not UTF-8 text; JSON export needs text values") from None
             out["data"] = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
-        else:
-            pairs = []
-            for name, value in items:
-                try:
-                    pairs.append((name, value.reveal().decode("utf-8")))
-                except UnicodeDecodeError:
-                    raise UsageError(f"secret {name!r} is not UTF-8 text; dotenv export needs text values") from None
-            out["data"] = dotenv.serialize(pairs).encode()
+        else:  # python-dotenv's default loader and `set -a; . FILE` read back exactly what is written
+            out["data"] = dotenv.serialize(
+                items, subject="secret",
+                hint="use --format json, or `kms-cli env --secret NAME=VAR --format sh` (any byte but NUL)",
+            ).encode()
 
     # The output is opened (directory checked, temporary file made) before the audited read.
     with fileio.atomic_output(output) as dst:

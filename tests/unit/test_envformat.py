@@ -90,50 +90,88 @@ def test_build_mapping_rejects_illegal_explicit_var():
 # -- sh
 
 
-def _eval_in(shell, script, names):
-    """Eval `script` in `shell` and return the resulting variables, as the shell sees them."""
+def _eval_in(shell, script: bytes, names, env=None) -> dict[str, bytes]:
+    """Eval `script` in `shell` and return the resulting variables' bytes, as the shell holds them."""
     dump = "".join(f'printf "%s\\0" "${name}"; ' for name in names)
     program = 'eval "$(cat)"; ' + dump
-    out = subprocess.run([shell, "-c", program], input=script.encode(), capture_output=True, check=True)
-    return dict(zip(names, out.stdout.decode().split("\0")[:-1]))
+    out = subprocess.run([*shell.split(), "-c", program], input=script, capture_output=True, check=True, env=env)
+    assert out.stderr == b""
+    return dict(zip(names, out.stdout.split(b"\0")[:-1]))
 
 
-@pytest.mark.parametrize("shell", ["sh", "dash", "bash"])
+def _b(mapping):
+    return {k: v.encode() for k, v in mapping.items()}
+
+
+@pytest.mark.parametrize("shell", ["sh", "dash", "bash", "bash --posix"])
 def test_sh_survives_eval(shell):
     script = envformat.format_sh(sv(AWKWARD))
-    assert _eval_in(shell, script, list(AWKWARD)) == AWKWARD
+    assert _eval_in(shell, script, list(AWKWARD)) == _b(AWKWARD)
 
 
 def test_sh_exports_to_child_processes():
     script = envformat.format_sh(sv({"NEWLINES": AWKWARD["NEWLINES"]}))
-    out = subprocess.run(["sh", "-c", 'eval "$(cat)"; exec env'], input=script.encode(), capture_output=True)
+    out = subprocess.run(["sh", "-c", 'eval "$(cat)"; exec env'], input=script, capture_output=True)
     assert b"NEWLINES=line1\nline2\n\nline4\n" in out.stdout
 
 
 @settings(max_examples=40, deadline=None)
 @given(st.text(alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=40))
 def test_sh_eval_any_text(value):
-    assert _eval_in("sh", envformat.format_sh({"V": value}), ["V"]) == {"V": value}
+    assert _eval_in("sh", envformat.format_sh({"V": value}), ["V"]) == {"V": value.encode()}
 
 
-def test_sh_rejects_non_utf8_naming_the_variable():
-    with pytest.raises(UsageError) as exc:
-        envformat.format_sh({"BLOB": SecretValue(b"\xff\xfesecret")})
-    assert "BLOB" in exc.value.message and "secret" not in exc.value.message.replace("BLOB", "")
+BAD_UTF8 = [b"\xff", b"\xfe", b"\xc3", b"\x80", b"\xed\xa0\x80", b"'", b"\\", b"$(touch PWNED)", b"`", b"\n", b"\r"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.binary(max_size=12).map(lambda b: b.replace(b"\0", b"")),
+                          st.lists(st.sampled_from(BAD_UTF8), max_size=8).map(b"".join)),
+                min_size=1, max_size=8))
+def test_sh_eval_any_bytes_in_every_shell(tmp_path_factory, raws):
+    """Any bytes but NUL, UTF-8 or not, survive eval in sh, bash and bash --posix (one run per shell per batch)."""
+    d = tmp_path_factory.mktemp("sh")
+    mapping = {f"V{i}": SecretValue(r) for i, r in enumerate(raws)}
+    script = envformat.format_sh(mapping)
+    expected = dict(zip(mapping, raws))
+    for shell in ("sh", "bash", "bash --posix"):
+        env = {"PATH": os.environ["PATH"], "LC_ALL": "C.UTF-8"}
+        got = subprocess.run([*shell.split(), "-c", 'cd "$1" && eval "$(cat)" && ' + "".join(
+            f'printf "%s\\0" "${n}"; ' for n in mapping), "sh", str(d)], input=script, capture_output=True, env=env)
+        assert got.returncode == 0 and got.stderr == b"", (shell, got.stderr)
+        assert dict(zip(mapping, got.stdout.split(b"\0")[:-1])) == expected, shell
+        assert os.listdir(d) == []  # nothing ran
+
+
+def test_sh_carries_non_utf8_alongside_text():
+    script = envformat.format_sh({"BLOB": SecretValue(b"\xff\xfe'x"), "TEXT": SecretValue(b"ok")})
+    assert script == b"export BLOB='\xff\xfe'\\''x'\nexport TEXT='ok'\n"
+    assert _eval_in("sh", script, ["BLOB", "TEXT"]) == {"BLOB": b"\xff\xfe'x", "TEXT": b"ok"}
 
 
 def test_sh_rejects_nul():
     with pytest.raises(UsageError) as exc:
-        envformat.format_sh({"HASNUL": "a\0b"})
-    assert "HASNUL" in exc.value.message
+        envformat.format_sh({"HASNUL": SecretValue(b"secret\0b")})
+    assert "HASNUL" in exc.value.message and exc.value.exit_code == 2
+    assert "secret" not in exc.value.message.replace("HASNUL", "") + (exc.value.hint or "").replace("secret get", "")
 
 
 # -- dotenv and json
 
 
 def test_dotenv_round_trip():
-    text = envformat.format_dotenv(sv(AWKWARD))
-    assert pydotenv.dotenv_values(stream=io.StringIO(text), interpolate=False) == AWKWARD
+    writable = {k: v for k, v in AWKWARD.items() if k not in ("DOLLAR", "CR")}
+    text = envformat.format_dotenv(sv(writable))
+    assert pydotenv.dotenv_values(stream=io.StringIO(text)) == writable  # interpolation on: the default
+    assert _eval_in("sh", ("set -a; " + text).encode(), list(writable)) == _b(writable)
+
+
+@pytest.mark.parametrize("var", ["DOLLAR", "CR"])
+def test_dotenv_refuses_what_cannot_be_written_safely(var):
+    with pytest.raises(UsageError) as exc:
+        envformat.format_dotenv(sv({"OK": "fine", var: AWKWARD[var]}))
+    assert exc.value.exit_code == 2 and var in exc.value.message
+    assert "--format sh" in exc.value.hint
 
 
 def test_json_values_are_strings():

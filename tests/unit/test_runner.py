@@ -300,7 +300,8 @@ def test_env_file_lifetime(tmp_path, how, target):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     env_file = out_dir if target == "dir" else out_dir / "app.env"
-    secrets = {"SECRET": SECRET, "TOKEN": TOKEN}
+    # no quote: dotenv refuses a value with both ' and $ or a backtick (kms_cli/dotenv.py)
+    secrets = {"SECRET": SECRET.replace("'", ""), "TOKEN": TOKEN}
     script = 'echo "$$ $KMS_CLI_ENV_FILE"; while :; do sleep 0.02; done'
     proc = harness(tmp_path, ["sh", "-c", script], secrets=secrets, env_file=env_file)
     line = proc.stdout.readline().decode().split()

@@ -149,8 +149,9 @@ def remove(vault, name: str) -> dict:
         return {"name": name, "versions_removed": count}
 
 
-def import_items(vault, items: list[tuple[str, bytes]], ttl: int | None = None) -> list[dict]:
-    """Put every item in one transaction (a dotenv import lands whole or not at all)."""
+def import_items(vault, items: list[tuple[str, bytes]], ttl: int | None = None, progress=None) -> list[dict]:
+    """Put every item in one transaction (a dotenv import lands whole or not at all);
+    `progress(done, total)`, if given, is called after each item."""
     fulls = [(vault.ns.full(k), k, v) for k, v in items]
     with vault.operation("secret.import", vault.ns.prefix or None) as rec:
         out = []
@@ -158,6 +159,8 @@ def import_items(vault, items: list[tuple[str, bytes]], ttl: int | None = None) 
             version = _put_row(vault, full, value, ttl, None)
             vault.audit.append("secret.put", full, version)
             out.append({"name": name, "version": version})
+            if progress is not None:
+                progress(len(out), len(fulls))
         rec.extra = {"count": len(out)}
         return out
 

@@ -107,11 +107,44 @@ def _canonical(line: bytes) -> bool:
         return False
 
 
+class _Prefixed(io.RawIOBase):
+    """`head` (bytes already read from `rest`), then the rest of `rest`."""
+
+    def __init__(self, head: bytes, rest):
+        self.head = head
+        self.rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if self.head:
+            n = min(len(b), len(self.head))
+            b[:n] = self.head[:n]
+            self.head = self.head[n:]
+            return n
+        return self.rest.readinto(b)
+
+
+_MARK = b"-----BEGIN"
+
+
 def open_input(src):
     """Return a binary stream of the ciphertext in `src`, de-armoring it when armored."""
     reader = src if hasattr(src, "peek") else io.BufferedReader(src, 1 << 20)
-    first = reader.peek(len(BEGIN))[: len(BEGIN)]
-    if first.startswith(b"-----BEGIN"):
+    first = reader.peek(len(BEGIN))[: len(_MARK)]
+    if first and len(first) < len(_MARK) and _MARK.startswith(first):
+        # A pipe or terminal gave only the start of the first line so far: read on until it tells
+        # (never for a binary ciphertext, which starts b"kms-cli", so its stream is left as it is).
+        head = bytearray()
+        while len(head) < len(_MARK):
+            chunk = reader.read(len(_MARK) - len(head))
+            if not chunk:
+                break
+            head += chunk
+        first = bytes(head)
+        reader = io.BufferedReader(_Prefixed(first, reader), 1 << 20)
+    if first.startswith(_MARK):
         line = reader.readline(len(BEGIN) + 4).rstrip(b"\r\n")
         if line != BEGIN:
             raise IntegrityError("not a kms-cli armored ciphertext")

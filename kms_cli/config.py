@@ -76,15 +76,18 @@ def _toml():
     return tomllib
 
 
-def _decode_error(path: str, exc: ValueError) -> UsageError:
+def _decode_error(path: str, text: str, exc: ValueError) -> UsageError:
     """A clean message from tomllib's TOMLDecodeError: file, line and what is wrong."""
     import re
 
-    text = str(exc)
-    where = re.search(r" \(at (?:line (\d+), column (\d+)|end of document)\)\Z", text)
-    what = text[: where.start()] if where else text
+    message = str(exc)
+    where = re.search(r" \(at (?:line (\d+), column \d+|end of document)\)\Z", message)
+    what = message[: where.start()] if where else message
     what = (what[:1].lower() + what[1:])[:200] or "invalid TOML"
-    line = f" line {where.group(1)}" if where and where.group(1) else (" at its end" if where else "")
+    if where and where.group(1):
+        line = f" line {where.group(1)}"
+    else:  # found at the end of the document: the last line
+        line = f" line {max(1, text.count(chr(10)) + (0 if text.endswith(chr(10)) else 1))} (at its end)"
     return UsageError(f"config file {path}{line}: {what}", hint="config.toml is TOML: key = \"value\" lines")
 
 
@@ -117,7 +120,7 @@ def _load_file(path: str) -> dict:
     try:
         data = toml.loads(text)
     except toml.TOMLDecodeError as exc:
-        raise _decode_error(path, exc) from None
+        raise _decode_error(path, text, exc) from None
     except RecursionError:
         raise UsageError(f"config file {path}: values nested too deeply") from None
     unknown = set(data) - set(SETTINGS)

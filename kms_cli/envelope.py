@@ -6,7 +6,8 @@ Layout (all integers big-endian):
     format   1   0x01
     suite    1   payload construction: 1 = Cobblestone-256 (AES-256-GCM), 2 = age STREAM (ChaCha20-Poly1305)
     vault   16   vault id
-    name     2+n key name (UTF-8, full name including its namespace)
+    name     2+n key name (full name including its namespace, valid by names.validate; empty in
+                 `encrypt --public-key` files)
     ext      2+n extensions (TLV: type u8, length u16, value); immutable
     ---------- the part above is immutable: it is bound into the payload's context
     version  4   key version that wrapped the data key
@@ -22,6 +23,7 @@ from __future__ import annotations
 import struct
 
 from kms_cli.errors import IntegrityError, UsageError
+from kms_cli.names import validate
 
 MAGIC = b"kms-cli"
 FORMAT = 1
@@ -134,6 +136,11 @@ def read_header(src) -> Header:
         name = field_(">H", MAX_NAME, "key name").decode()
     except UnicodeDecodeError:
         raise _bad("key name is not UTF-8") from None
+    if name:  # empty only in `encrypt --public-key` files; else a name kms-cli could have given a key
+        try:
+            validate(name)
+        except UsageError:
+            raise _bad("invalid key name") from None
     ext_raw = field_(">H", MAX_EXT, "extensions")
     ext: dict[int, bytes] = {}
     i = 0

@@ -25,8 +25,11 @@ def put(ctx, name, from_file, ttl, tag) -> int:
     if seconds == 0:
         raise UsageError("option --ttl must be longer than 0s", hint="leave --ttl out for a value that never expires")
     tags = ctx.parse_map(tag, "tag") if tag else None
-    value = _read_value(ctx, from_file)
+    prompted = not from_file and sys.stdin.isatty()
+    value = None if prompted else _read_value(ctx, from_file)
     with ctx.vault() as vault:
+        if prompted:  # unlocked first: a wrong passphrase does not throw away a typed value
+            value = _read_value(ctx, from_file)
         info = secrets.put(vault, name, value, seconds, tags)
     ctx.emit(info, lambda i: ctx.info(f"stored {i['name']} version {i['version']}"))
     return 0
@@ -84,7 +87,7 @@ def rm(ctx, name) -> int:
 
     with ctx.vault() as vault:
         info = secrets.remove(vault, name)
-    ctx.emit(info, lambda i: ctx.info(f"removed {i['name']} ({i['versions_removed']} versions)"))
+    ctx.emit(info, lambda i: ctx.info(f"removed {i['name']} ({output.plural(i['versions_removed'], 'version')})"))
     return 0
 
 
@@ -99,9 +102,11 @@ def import_(ctx, file) -> int:
         if len(v) > secrets.MAX_VALUE:
             raise UsageError(f"the value of {k[:256]} is larger than {secrets.MAX_VALUE} bytes",
                              hint="store files with `kms-cli encrypt`")
-    with ctx.vault() as vault:
-        done = secrets.import_items(vault, items)
-    ctx.emit(done, lambda d: ctx.info(f"imported {len(d)} secrets"))
+    from kms_cli.cli.progress import progress
+
+    with ctx.vault() as vault, progress(ctx, len(items), "importing", unit="secrets") as p:
+        done = secrets.import_items(vault, items, progress=p.update)
+    ctx.emit(done, lambda d: ctx.info(f"imported {output.plural(len(d), 'secret')}"))
     return 0
 
 

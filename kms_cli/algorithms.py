@@ -6,14 +6,12 @@ from the crypto layer's registry (`kms_cli.crypto.asym`), in spec order.
 
 from __future__ import annotations
 
+from collections import namedtuple
+
 from kms_cli.errors import UsageError
-from kms_cli.record import Record
 
-
-class Algorithm(Record):
-    """name; purpose: "encrypt" or "sign"; symmetric: bool."""
-
-    __slots__ = ("name", "purpose", "symmetric")
+Algorithm = namedtuple("Algorithm", ("name", "purpose", "symmetric"))
+Algorithm.__doc__ = """A key algorithm: name; purpose: "encrypt" or "sign"; symmetric: bool."""
 
 
 SYMMETRIC = ("aes-256-gcm", "chacha20-poly1305")

@@ -7,38 +7,32 @@ Handlers are named as "module:function" and imported only when their command run
 
 from __future__ import annotations
 
-from kms_cli.record import Record as _Record
+from collections import namedtuple
 
+# Plain namedtuples: the table builds about 130 of them on every start. Measured against the former
+# hand-written record class (issue 11): defining the four classes costs ~0.1 ms more, building the
+# rows ~0.1 ms less (namedtuple's __new__ is C-level tuple construction), the same import time of
+# this module within the noise (see the commit that introduced this comment for the figures).
+# typing.NamedTuple and dataclasses cost more (typing is not on every path).
 
-class Opt(_Record):
-    """An option: flags, destination, help; kind is str | int | dur | flag | multi (repeatable str).
+Opt = namedtuple("Opt", ("flags", "dest", "help", "kind", "metavar", "default", "choices", "required", "envvar",
+                         "empty"),
+                 defaults=("str", None, None, None, False, None, False))
+Opt.__doc__ = """An option: flags, destination, help; kind is str | int | dur | flag | multi (repeatable str).
 
-    `int` is a whole number from 1 to names.MAX_VERSION; `dur` a duration of at most 100 years,
-    checked by the parser and handed to the handler as text. An empty value is a usage error
-    unless `empty` (where "" means something: the root namespace, no prefix).
-    """
+`int` is a whole number from 1 to names.MAX_VERSION; `dur` a duration of at most 100 years,
+checked by the parser and handed to the handler as text. An empty value is a usage error
+unless `empty` (where "" means something: the root namespace, no prefix).
+"""
 
-    __slots__ = ("flags", "dest", "help", "kind", "metavar", "default", "choices", "required", "envvar", "empty")
-    _defaults = {"kind": "str", "metavar": None, "default": None, "choices": None, "required": False, "envvar": None,
-                 "empty": False}
+Arg = namedtuple("Arg", ("dest", "help", "required", "rest", "metavar"), defaults=(True, False, None))
+Arg.__doc__ = """A positional argument; `rest` collects every remaining token (exec's CMD [ARGS...])."""
 
+Cmd = namedtuple("Cmd", ("path", "help", "handler", "opts", "args", "extra_arg_hint", "epilog"),
+                 defaults=((), (), None, None))
+Cmd.__doc__ = """A command: its path, help, handler ("module:function"), options and arguments."""
 
-class Arg(_Record):
-    """A positional argument; `rest` collects every remaining token (exec's CMD [ARGS...])."""
-
-    __slots__ = ("dest", "help", "required", "rest", "metavar")
-    _defaults = {"required": True, "rest": False, "metavar": None}
-
-
-class Cmd(_Record):
-    """A command: its path, help, handler ("module:function"), options and arguments."""
-
-    __slots__ = ("path", "help", "handler", "opts", "args", "extra_arg_hint", "epilog")
-    _defaults = {"opts": (), "args": (), "extra_arg_hint": None, "epilog": None}
-
-
-class Group(_Record):
-    __slots__ = ("name", "help")
+Group = namedtuple("Group", ("name", "help"))
 
 
 GLOBAL_OPTS = (

@@ -82,7 +82,7 @@ class Ctx:
 
     # -- the vault -----------------------------------------------------------
     def source_options(self, *, create_key: bool = False, allow_weak_passphrase: bool = False):
-        from kms_cli.providers.base import SourceOptions
+        from kms_cli.vault import SourceOptions
 
         s = self.settings
         return SourceOptions(

@@ -18,9 +18,9 @@ def init(ctx, master_key: str | None, force: bool, create_key: bool, allow_weak_
 
 
 def master_generate(ctx) -> int:
-    from kms_cli.crypto.primitives import random_bytes
+    from kms_cli.vault.slots import new_master_key
 
-    key = random_bytes(32).hex()
+    key = new_master_key()
     if ctx.json:
         ctx.emit_json({"key": key})
     else:

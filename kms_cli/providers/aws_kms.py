@@ -82,6 +82,7 @@ class AwsKmsSource:
     key: str
     policy: remote.Policy
     environ: dict = field(default_factory=dict, repr=False)  # may hold secrets
+    client: object = field(default=None, repr=False)  # a boto3 KMS client the caller built (Tink's way)
     scheme = "aws-kms"
 
     def __post_init__(self) -> None:
@@ -98,6 +99,10 @@ class AwsKmsSource:
         return match.group(1) if match else None
 
     def _client(self, timeout: float):
+        """The injected client, else one per time budget (each with botocore's retries off:
+        `remote` retries, within KMS_CLI_TIMEOUT)."""
+        if self.client is not None:
+            return self.client
         try:
             import boto3.session
             from botocore.config import Config
@@ -228,8 +233,6 @@ class AwsKmsSource:
             return False
         return _looks_like_ec2()
 
-    def masked_uri(self) -> str:
-        return self.uri
 
     def secret_env_vars(self) -> list[str]:
         # The user's own cloud credentials serve the child too (`exec -- aws ...`): only
@@ -252,7 +255,9 @@ def _looks_like_ec2() -> bool:
     return False
 
 
-def from_uri(uri: str, options: SourceOptions) -> AwsKmsSource:
+def from_uri(uri: str, options: SourceOptions, *, client: object = None) -> AwsKmsSource:
+    """The source a URI names. `client`: a boto3 KMS client to use for every call instead of the one
+    built from the environment (tests pin one; an embedding program passes its own session's)."""
     if not uri.startswith(PREFIX) or len(uri) == len(PREFIX):
         raise UsageError(
             f"invalid aws-kms source {uri!r}",
@@ -261,4 +266,5 @@ def from_uri(uri: str, options: SourceOptions) -> AwsKmsSource:
     key = uri[len(PREFIX):]
     if any(c.isspace() for c in key):
         raise UsageError(f"invalid aws kms key in source {uri!r}")
-    return AwsKmsSource(key=key, policy=remote.Policy.from_options(options), environ=options.environ or dict(os.environ))
+    return AwsKmsSource(key=key, policy=remote.Policy.from_options(options), environ=options.environ or dict(os.environ),
+                        client=client)

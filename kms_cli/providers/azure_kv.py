@@ -242,8 +242,6 @@ class AzureKvSource:
             return True
         return _looks_like_azure_vm()
 
-    def masked_uri(self) -> str:
-        return self.uri
 
     def secret_env_vars(self) -> list[str]:
         # The user's own cloud credentials serve the child too (`exec -- aws ...`): only

@@ -70,9 +70,6 @@ class MasterKeySource:
     def is_configured(self) -> bool:
         """False when this environment cannot even try this source (variable unset)."""
 
-    def masked_uri(self) -> str:
-        """The URI as shown to users, with any secret part masked."""
-
     def secret_env_vars(self) -> list[str]:
         """Variables that exist only to unlock kms-cli (master keys, PINs, passphrases), removed from
         `exec` children; general cloud credentials are not among them."""

@@ -70,8 +70,6 @@ class EnvSource:
     def is_configured(self) -> bool:
         return bool(self.environ.get(self.var))
 
-    def masked_uri(self) -> str:
-        return self.uri
 
     def secret_env_vars(self) -> list[str]:
         return [self.var]

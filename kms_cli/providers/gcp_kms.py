@@ -244,8 +244,6 @@ class GcpKmsSource:
             return True
         return _looks_like_gce()
 
-    def masked_uri(self) -> str:
-        return self.uri
 
     def secret_env_vars(self) -> list[str]:
         return []

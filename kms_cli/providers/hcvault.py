@@ -201,8 +201,6 @@ class HcVaultSource:
     def is_configured(self) -> bool:
         return bool(self.environ.get("VAULT_ADDR")) and bool(self._token())
 
-    def masked_uri(self) -> str:
-        return self.uri
 
     def secret_env_vars(self) -> list[str]:
         # The user's own cloud credentials serve the child too (`exec -- aws ...`): only

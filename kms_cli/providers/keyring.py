@@ -216,8 +216,6 @@ class KeyringSource:
             return False
         return True
 
-    def masked_uri(self) -> str:
-        return self.uri
 
     def secret_env_vars(self) -> list[str]:
         return []

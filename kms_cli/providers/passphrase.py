@@ -107,8 +107,6 @@ class PassphraseSource:
     def is_configured(self) -> bool:
         return bool(self.options.passphrase_file or self._environ.get(ENV_VAR) or self.options.prompt)
 
-    def masked_uri(self) -> str:
-        return self.uri
 
     def secret_env_vars(self) -> list[str]:
         return [ENV_VAR]

@@ -275,8 +275,6 @@ class Pkcs11Source:
             return bool(self.environ.get(ref))
         return os.path.exists(ref[2:] if ref.startswith("//") else ref)
 
-    def masked_uri(self) -> str:
-        return self.uri
 
     def secret_env_vars(self) -> list[str]:
         source = self.parsed.query.get("pin-source", "")

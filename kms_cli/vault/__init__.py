@@ -3,6 +3,7 @@
 `core` opens and unlocks, `keys`, `secrets`, `data` and `slots` hold each noun's policy.
 """
 
+from kms_cli.providers.base import SourceOptions
 from kms_cli.vault.core import Options, Vault
 
-__all__ = ["Options", "Vault"]
+__all__ = ["Options", "SourceOptions", "Vault"]

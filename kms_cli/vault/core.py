@@ -115,7 +115,7 @@ class Vault:
             store.set_meta("auth", rows.AUTH_VERSION)
             vault._add_slot_row(1, source.uri, blob)
             rows.seal_slot_set(vault)
-            vault.audit.append("vault.init", None, None, extra={"source": source.masked_uri()})
+            vault.audit.append("vault.init", None, None, extra={"source": source.uri})
         store.on_begin = vault._check_current
         return vault
 

@@ -160,7 +160,7 @@ def _check_slots(report: Report, vault) -> None:
         name = f"slot.{row['id']}"
         try:
             source = from_uri(row["uri"], options)
-            shown = source.masked_uri()
+            shown = source.uri
         except KmsError as exc:
             report.add(name, FAIL, f"{row['uri']}: {exc}", exc.exit_code)
             continue

@@ -10,11 +10,13 @@ from kms_cli.vault import rows as state_rows
 from kms_cli.vault.core import CONTEXT_KEY, Subkeys, slot_tag
 
 
+def new_master_key() -> str:
+    """A new random 32-byte master key for an `env:` source, as 64 hex characters."""
+    return random_bytes(32).hex()
+
+
 def _describe(vault, row) -> dict:
-    try:
-        uri = from_uri(row["uri"], vault.options.source).masked_uri()
-    except Exception:  # a source whose module cannot load is still listed
-        uri = row["uri"]
+    uri = row["uri"]  # a source URI never holds a secret (each provider refuses one that would)
     return {
         "slot": row["id"],
         "source": uri,
@@ -32,14 +34,14 @@ def list_slots(vault) -> list[dict]:
 
 def add(vault, uri: str, options) -> dict:
     source = from_uri(uri, options)
-    with vault.operation("master.add", source.masked_uri()) as rec:
+    with vault.operation("master.add", source.uri) as rec:
         for row in vault.store.slots():
             if row["uri"] == source.uri:
-                raise AlreadyExistsError(f"slot {row['id']} already uses {source.masked_uri()}")
+                raise AlreadyExistsError(f"slot {row['id']} already uses {source.uri}")
         blob = source.wrap(vault._root, vault.context)
         # prove the new seal opens before it is trusted with the vault
         if source.unwrap(blob, vault.context) != vault._root:
-            raise StateError(f"the source {source.masked_uri()} did not return the sealed key")
+            raise StateError(f"the source {source.uri} did not return the sealed key")
         slot_id = vault.store.next_slot_id()
         vault._add_slot_row(slot_id, source.uri, blob)
         state_rows.seal_slot_set(vault)

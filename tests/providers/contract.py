@@ -62,7 +62,7 @@ class SourceContract:
     # -- the interface -------------------------------------------------------
     def test_shape(self, source):
         assert source.scheme and source.uri
-        assert isinstance(source.masked_uri(), str)
+        assert isinstance(source.uri, str)
         assert isinstance(source.secret_env_vars(), list)
         assert source.is_configured() is True
 

@@ -124,3 +124,21 @@ def test_botocore_retries_are_off(aws_env):
     client = build("alias/x")._client(3.0)
     assert client.meta.config.retries["total_max_attempts"] == 1
     assert client.meta.config.read_timeout == 3.0 and client.meta.config.connect_timeout == 3.0
+
+
+def test_an_injected_client_serves_every_call(aws_env, key_id):
+    """A boto3 client built by the caller (here with a hook counting requests) is the one used:
+    as Tink's KMS clients take theirs, so a program or a test can pin region, endpoint and retries."""
+    import boto3
+
+    client = boto3.session.Session().client("kms", region_name="us-east-1",
+                                            endpoint_url=aws_env.env()["AWS_ENDPOINT_URL"])
+    calls = []
+    client.meta.events.register("before-call.kms.*", lambda model, **_: calls.append(model.name))
+    source = aws_kms.from_uri("aws-kms://alias/kms-cli-root", SourceOptions(environ={}), client=client)
+    assert "client" not in repr(source)
+    blob = source.wrap(ROOT, CTX_A)
+    assert source.unwrap(blob, CTX_A) == ROOT
+    assert calls == ["Encrypt", "Decrypt"]
+    # and the same blob opens through a source built the usual way (from the environment)
+    assert build("alias/kms-cli-root", environ=aws_env.env()).unwrap(blob, CTX_A) == ROOT

@@ -209,4 +209,4 @@ def test_source_reprs_hide_the_environment():
     sources.append(azure_kv.from_uri("azure-kv://v.vault.azure.net/keys/k", options, credential=object()))
     for source in sources:
         assert secret not in repr(source)
-        assert secret not in source.masked_uri()
+        assert secret not in source.uri

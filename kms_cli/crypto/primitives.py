@@ -89,3 +89,10 @@ class KeyedHmacSha256:
 def equal(a: bytes, b: bytes) -> bool:
     """Constant-time comparison."""
     return _constant_time_eq(bytes(a), bytes(b))
+
+
+def sha256(data: bytes) -> bytes:
+    """SHA-256 of public data (names, identifiers); never a way to derive or compare keys."""
+    import hashlib
+
+    return hashlib.sha256(data).digest()

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import os
 import secrets
 from dataclasses import dataclass, field
 
 from kms_cli.crypto import chunked
+from kms_cli.crypto.primitives import sha256
 from kms_cli.errors import (
     IntegrityError,
     KmsError,
@@ -52,7 +52,7 @@ def account_for(context: dict[str, str]) -> str:
     vault = context.get(VAULT_KEY)
     if vault:
         return vault
-    return "ctx-" + hashlib.sha256(encode_context(context)).hexdigest()[:32]
+    return "ctx-" + sha256(encode_context(context)).hex()[:32]
 
 
 @dataclass

@@ -131,7 +131,8 @@ def export(ctx, format, output) -> int:  # noqa: A002
         else:  # python-dotenv's default loader and `set -a; . FILE` read back exactly what is written
             out["data"] = dotenv.serialize(
                 items, subject="secret",
-                hint="use --format json, or `kms-cli env --all --format sh` (variable names a shell accepts, any byte but NUL)",
+                hint="use --format json, or `kms-cli env --all --format sh` "
+                     "(variable names a shell accepts, any byte but NUL)",
             ).encode()
 
     # The output is opened (directory checked, temporary file made) before the audited read.

@@ -191,26 +191,28 @@ class AuditLog:
         return entry
 
     # -- verification --------------------------------------------------------
-    def verify(self) -> VerifyResult:
-        """Check the whole chain and the head in one snapshot. Raises AuditDamage on the first damage."""
+    def verify(self, progress: Callable[[int, int | None], None] | None = None) -> VerifyResult:
+        """Check the whole chain and the head in one snapshot. Raises AuditDamage on the first damage.
+        `progress(done, total)` is called after each batch of entries."""
         with self.store.read():
-            return self._verify()
+            return self._verify(progress=progress)
 
-    def _verify(self, bound_rows: bool = True) -> VerifyResult:
+    def _verify(self, bound_rows: bool = True, progress=None) -> VerifyResult:
         """`bound_rows`: also check that no state row is newer than the log (off inside a write
         transaction that has already written rows for the entry it is about to append)."""
         try:
-            return self._walk(robust=False, bound_rows=bound_rows)
+            return self._walk(robust=False, bound_rows=bound_rows, progress=progress)
         except (TypeError, AttributeError, BadText):
             # A column edited to a blob, a number or invalid UTF-8: walk again reading raw
             # bytes, so the damage is named (an entry that is not its text is "altered").
             return self._walk(robust=True, bound_rows=bound_rows)
 
-    def _walk(self, robust: bool, bound_rows: bool = True) -> VerifyResult:
+    def _walk(self, robust: bool, bound_rows: bool = True, progress=None) -> VerifyResult:
         mac_hex = self._fast.hex
         op_frag: dict[str, str] = {}
         expected, chain = 1, GENESIS  # the next seq, and the value its `prev` must hold
         count, first, last = 0, 0, 0
+        total = self.store.audit_count() if progress is not None else None
         for rows in self.store.audit_batches(raw=robust, size=BATCH):
             for row in rows:
                 seq, text, mac, op, target, when = row
@@ -237,6 +239,8 @@ class AuditLog:
                 expected = seq + 1
                 last = seq
                 count += 1
+            if progress is not None:
+                progress(count, total)
         self._check_head(count, last, chain, bound_rows)
         return VerifyResult(count, last, first)
 

@@ -75,8 +75,11 @@ def log(ctx, since, target, op, follow) -> int:
 def verify(ctx) -> int:
     from kms_cli.vault import audit
 
+    from kms_cli.cli.progress import progress
+
     with ctx.vault() as vault:
-        result = audit.verify(vault)
+        with progress(ctx, None, "verifying the audit log", unit="entries") as p:
+            result = audit.verify(vault, progress=p.update if p else None)
     if ctx.json:
         ctx.emit_json({"ok": True, "entries": result.entries, "first_seq": result.first_seq,
                        "last_seq": result.last_seq})

@@ -36,10 +36,12 @@ def remove(ctx, slot) -> int:
 
 
 def rotate(ctx) -> int:
+    from kms_cli.cli.progress import progress
     from kms_cli.vault import slots
 
     with ctx.vault() as vault:
-        info = slots.rotate(vault)
+        with progress(ctx, None, "re-sealing keys and secrets", unit="items") as p:
+            info = slots.rotate(vault, progress=p.update if p else None)
     ctx.emit(info, lambda i: ctx.info(
         f"new root key: re-sealed {i['key_versions']} key versions, {i['secret_versions']} secret versions "
         f"and {i['slots']} slots"))

@@ -65,10 +65,11 @@ def follow(vault, *, after: int, since: int | None = None, target: str | None = 
     yield from vault.audit.follow(after=after, interval=interval, skip=own, **_filters(vault, since, target, op))
 
 
-def verify(vault) -> VerifyResult:
-    """Verify the chain and head (before this command's own entry is appended), then record it."""
+def verify(vault, progress: Callable[[int, int | None], None] | None = None) -> VerifyResult:
+    """Verify the chain and head (before this command's own entry is appended), then record it.
+    `progress(done, total)`: entries checked so far."""
     with vault.operation("audit.verify", write=False) as rec:
-        result = vault.audit.verify()
+        result = vault.audit.verify(progress=progress)
         rec.extra = {"entries": result.entries, "last_seq": result.last_seq}
     return result
 

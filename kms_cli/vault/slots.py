@@ -72,12 +72,12 @@ def remove(vault, slot: str) -> dict:
         return desc
 
 
-def rotate(vault) -> dict:
+def rotate(vault, progress=None) -> dict:
     """A new root key: every key version's material, every secret value and every slot re-sealed,
     and the audit chain re-MACed, in one transaction. Every row is authenticated under the old
     key before it is rewritten (an edited row stops the rotation: it is never laundered into a
     valid one). Data ciphertexts stay valid: their data keys are wrapped by key versions, whose
-    material does not change."""
+    material does not change. `progress(done, total)`: keys and secrets re-sealed so far."""
     with vault.operation("master.rotate") as rec:
         # everything verified first, under the old keys: rows, slots, the audit chain
         state_rows.verify_all(vault)
@@ -91,7 +91,10 @@ def rotate(vault) -> dict:
             blob = source.wrap(new_root, {CONTEXT_KEY: vault.vault_id.hex()})
             sealed.append((row["id"], row["uri"], blob))
         counts = {"key_versions": 0, "secret_versions": 0, "slots": len(sealed)}
-        for k in state_rows.load_keys(vault):
+        keys = state_rows.load_keys(vault)
+        secrets = state_rows.load_secrets(vault, deleted=True)
+        total, done = len(keys) + len(secrets), 0
+        for k in keys:
             algorithm = k.row["algorithm"]
             for v in k.ordered():
                 n = v["version"]
@@ -104,13 +107,19 @@ def rotate(vault) -> dict:
                     k.set_version(n, public=vault.seal_material(k.name, n, algorithm, public, kind="public",
                                                                 keys=new))
             k.save(vault, keys=new, everything=True)
-        for srec in state_rows.load_secrets(vault, deleted=True):
+            done += 1
+            if progress is not None:
+                progress(done, total)
+        for srec in secrets:
             for v in srec.versions(vault):
                 value = vault.open_secret(srec.name, v["version"], v["value"], v["expires"])
                 v["value"] = vault.seal_secret(srec.name, v["version"], value, v["expires"], keys=new)
                 srec.rewrite_version(v)
                 counts["secret_versions"] += 1
             srec.save(vault, keys=new)
+            done += 1
+            if progress is not None:
+                progress(done, total)
         for slot_id, uri, blob in sealed:
             vault.store.update_slot(slot_id, blob, slot_tag(new.slot, vault.vault_id, slot_id, uri, blob))
         state_rows.seal_slot_set(vault, keys=new)

@@ -371,3 +371,13 @@ def test_verify_reads_one_snapshot(tmp_path, clock):
     other.rollback()
     other.close()
     store.close()
+
+
+def test_verify_reports_progress_per_batch(log, monkeypatch):
+    import kms_cli.audit as audit_mod
+
+    monkeypatch.setattr(audit_mod, "BATCH", 4)
+    fill(log, 10)
+    seen = []
+    assert log.verify(progress=lambda done, total: seen.append((done, total))).entries == 10
+    assert seen == [(4, 10), (8, 10), (10, 10)]

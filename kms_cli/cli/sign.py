@@ -6,11 +6,14 @@ from kms_cli import fileio
 
 
 def sign(ctx, key, input, output, raw, context) -> int:  # noqa: A002
+    from kms_cli.cli.output import refuse_binary_to_terminal
+    from kms_cli.cli.progress import input_size, progress
     from kms_cli.vault import signing
 
+    refuse_binary_to_terminal(ctx, output, "a binary signature", "write it to a file with -o SIG")
     src = fileio.open_input(input)
-    with ctx.vault() as vault:
-        sig = signing.sign(vault, key, src, raw=raw, context=(context or "").encode())
+    with ctx.vault() as vault, progress(ctx, input_size(src), "signing") as p:
+        sig = signing.sign(vault, key, p.reader(src), raw=raw, context=(context or "").encode())
     with fileio.atomic_output(output) as dst:
         dst.write(sig)
     return 0
@@ -19,17 +22,23 @@ def sign(ctx, key, input, output, raw, context) -> int:  # noqa: A002
 def verify(ctx, key, signature, input, context) -> int:  # noqa: A002
     from kms_cli.vault import signing
 
+    from kms_cli.cli.progress import input_size, progress
+
     sig = fileio.read_input(signature)
     src = fileio.open_input(input)
-    with ctx.vault() as vault:
-        info = signing.verify(vault, key, sig, src, context=(context or "").encode())
+    with ctx.vault() as vault, progress(ctx, input_size(src), "verifying") as p:
+        info = signing.verify(vault, key, sig, p.reader(src), context=(context or "").encode())
     ctx.emit(info, lambda i: ctx.info(f"valid signature by {i['key']} version {i['version']} ({i['algorithm']})"))
     return 0
 
 
 def public(ctx, name, version, format, output) -> int:  # noqa: A002
+    from kms_cli.cli.output import refuse_binary_to_terminal
     from kms_cli.vault import signing
 
+    if format == "raw" and not ctx.json:
+        refuse_binary_to_terminal(ctx, output, "a raw public key", "write it to a file with -o FILE, "
+                                                                    "or as text with --format pem")
     with ctx.vault() as vault:
         data, info = signing.public_key(vault, name, version, format)
     if ctx.json and format != "jwk":

@@ -15,6 +15,11 @@ trailing newlines stripped), `KMS_CLI_PASSPHRASE`, then the interactive prompt
 (options.prompt, asked twice when sealing a new slot). Explicit sources win
 over the prompt so scripts behave the same on a terminal. Text is NFC-normalised
 and UTF-8 encoded before derivation.
+
+A passphrase being set (`wrap`: `init`, `master add`, `master rotate`) must be strong, however
+it arrives: at least MIN_LENGTH characters and a zxcvbn score of at least MIN_SCORE (zxcvbn
+imported only then), unless options.allow_weak_passphrase (`--allow-weak-passphrase`). Opening a
+slot never judges the passphrase. Refusals never repeat it, nor its length.
 """
 
 from __future__ import annotations
@@ -34,6 +39,11 @@ VERSION = 1
 _LABEL = b"kms-cli/slot/passphrase/v1\x00"
 _HEADER = struct.Struct(">BIII")
 FLOOR = Argon2Params()  # m=64 MiB, t=3, p=4
+MIN_LENGTH = 12  # characters, after NFC normalisation
+MIN_SCORE = 3  # zxcvbn: 0 (too guessable) .. 4 (very unguessable); 3 = "safely unguessable"
+_ZXCVBN_MAX = 72  # zxcvbn's own limit: a longer passphrase is judged by its first 72 characters
+_WEAK_HINT = ("choose a longer one (four or more random words make a good passphrase), "
+              "or pass --allow-weak-passphrase to use it anyway")
 # Upper bounds accepted when opening a slot: 4 GiB, 64 passes, 64 lanes.
 _MAX_M, _MAX_T, _MAX_P = 4 * 1024 * 1024, 64, 64
 
@@ -55,7 +65,10 @@ class PassphraseSource:
         text = self._read(confirm=confirm)
         if not text:
             raise UsageError("the passphrase is empty")
-        return unicodedata.normalize("NFC", text).encode("utf-8")
+        text = unicodedata.normalize("NFC", text)
+        if confirm and not self.options.allow_weak_passphrase:  # a new passphrase, never an unlock
+            check_strength(text)
+        return text.encode("utf-8")
 
     def _read(self, *, confirm: bool) -> str:
         path = self.options.passphrase_file
@@ -110,6 +123,22 @@ class PassphraseSource:
 
     def secret_env_vars(self) -> list[str]:
         return [ENV_VAR]
+
+
+def check_strength(text: str) -> None:
+    """Refuse a weak new passphrase (UsageError, exit 2, with a hint naming the flag that allows it)."""
+    if len(text) < MIN_LENGTH:
+        raise UsageError(f"the new passphrase is shorter than {MIN_LENGTH} characters", hint=_WEAK_HINT)
+    try:
+        from zxcvbn import zxcvbn
+    except ImportError:  # pragma: no cover - a declared dependency; without it only the length rule applies
+        return
+    verdict = zxcvbn(text[:_ZXCVBN_MAX], user_inputs=["kms-cli", "kms", "cli", "vault", "passphrase"])
+    if verdict["score"] < MIN_SCORE:
+        # zxcvbn's warnings are fixed sentences ('This is a very common password.'): never the passphrase
+        warning = (verdict.get("feedback") or {}).get("warning") or ""
+        why = f" ({warning[:1].lower()}{warning[1:].rstrip('.')})" if warning else ""
+        raise UsageError(f"the new passphrase is too easy to guess{why}", hint=_WEAK_HINT)
 
 
 def from_uri(uri: str, options: SourceOptions) -> PassphraseSource:

@@ -37,13 +37,12 @@ only raised at encryption time for programming errors (bad key or salt size).
 
 from __future__ import annotations
 
-import os
-
 from cryptography.exceptions import InvalidTag
 
 from kms_cli.crypto import primitives
+from kms_cli.crypto.blocks import BlockViews, InputChangedError, WorkerError, default_threads, resolve_threads
 from kms_cli.crypto.primitives import AESGCM, ChaCha20Poly1305
-from kms_cli.errors import IntegrityError, KmsError
+from kms_cli.errors import IntegrityError
 
 __all__ = [
     "TAG",
@@ -63,6 +62,8 @@ __all__ = [
     "age_decrypt_stream",
     "ciphertext_size",
     "default_threads",
+    "WorkerError",
+    "InputChangedError",
 ]
 
 TAG = 16
@@ -92,59 +93,15 @@ _AGE_MAX_CHUNKS = 1 << 88  # 11-byte counter
 # Streaming geometry: chunks per block (one block = one worker task), ~1 MiB of plaintext.
 _COB_BLOCK_CHUNKS = 64
 _AGE_BLOCK_CHUNKS = 16
-_MAX_THREADS = 4
 
 _ERR_TRUNCATED = "ciphertext is truncated"
 _ERR_COMMITMENT = "key commitment mismatch: wrong key or context"
 _ERR_KEY_SIZE = "wrong key size"
 
 
-def _usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
-
-
-def _aead_releases_gil() -> bool:
-    # cryptography 50.0.2 runs encrypt_into/decrypt_into without holding the GIL (its
-    # Rust `run_with_gil_detached`, seen in the installed build). Older versions are
-    # assumed to hold it: extra threads could then only overlap I/O, which does not pay
-    # for the GIL hand-offs (measured), so they default to a single thread.
-    try:
-        from cryptography import __version__ as version
-
-        return int(version.split(".")[0]) >= 50
-    except (ImportError, ValueError):  # pragma: no cover
-        return False
-
-
-_AEAD_RELEASES_GIL = _aead_releases_gil()
-
-
-def default_threads() -> int:
-    """Threads used when `threads` is None: the usable CPUs, at most 4 (1 if AEAD calls hold the GIL)."""
-    if not _AEAD_RELEASES_GIL:
-        return 1
-    return max(1, min(_usable_cpus(), _MAX_THREADS))
-
-
-def resolve_threads(threads: int | None) -> int:
-    """The worker count for a `threads` argument: None means `default_threads()`."""
-    return default_threads() if threads is None else max(1, int(threads))
-
-
 def ciphertext_size(plaintext_size: int) -> int:
     """Length of the Cobblestone-256 ciphertext of a message of `plaintext_size` bytes."""
     return HEADER_SIZE + plaintext_size + (plaintext_size // CHUNK_SIZE + 1) * TAG
-
-
-class WorkerError(RuntimeError):
-    """A chunked-encryption worker process ended unexpectedly."""
-
-
-class InputChangedError(KmsError):
-    """The input file shrank while it was being encrypted or decrypted (nothing was released)."""
 
 
 # --------------------------------------------------------------------------
@@ -210,35 +167,13 @@ def _check_open_key(key: bytes, size: int | tuple[int, ...]) -> None:
 
 
 # --------------------------------------------------------------------------
-# Block workers. A block is a contiguous run of chunks; `ins`/`outs` are the
-# views of its full chunks, `inmv`/`outmv` the whole block buffers. Each worker
-# returns (output bytes ready in outmv, error message or None); on error the
-# first `output bytes` of outmv are authenticated plaintext.
+# Block functions: work(state, views, n, first, at_eof) seals or opens the `n` input bytes
+# of one block (a contiguous run of chunks, the first numbered `first`; `views` are its
+# `blocks.BlockViews`). Each returns (output bytes ready in outmv, error message or None);
+# on error the first `output bytes` of outmv are authenticated plaintext.
 
 
-class _Views:
-    """Input and output buffers of one block, with cached per-chunk views."""
-
-    __slots__ = ("inmv", "outmv", "ins", "outs", "in_chunk", "out_chunk")
-
-    def __init__(self, inmv, outmv, in_chunk: int, out_chunk: int, cache: int = 0):
-        self.inmv = inmv
-        self.outmv = outmv
-        self.in_chunk = in_chunk
-        self.out_chunk = out_chunk
-        self.ins = [inmv[j * in_chunk : (j + 1) * in_chunk] for j in range(cache)]
-        self.outs = [outmv[j * out_chunk : (j + 1) * out_chunk] for j in range(cache)]
-
-    def chunks(self, count: int):
-        if count > len(self.ins):
-            ic, oc, inmv, outmv = self.in_chunk, self.out_chunk, self.inmv, self.outmv
-            ins = [inmv[j * ic : (j + 1) * ic] for j in range(count)]
-            outs = [outmv[j * oc : (j + 1) * oc] for j in range(count)]
-            return ins, outs
-        return self.ins[:count], self.outs[:count]
-
-
-def _cob_seal_block(st: _Cobblestone, v: _Views, n: int, first: int, at_eof: bool):
+def _cob_seal_block(st: _Cobblestone, v: BlockViews, n: int, first: int, at_eof: bool):
     nfull = n // CHUNK_SIZE
     if first + nfull + (1 if at_eof else 0) > MAX_CHUNKS:
         raise ValueError("message is too long for chunked encryption")
@@ -258,7 +193,7 @@ def _cob_seal_block(st: _Cobblestone, v: _Views, n: int, first: int, at_eof: boo
     return out_len, None
 
 
-def _cob_open_block(st: _Cobblestone, v: _Views, n: int, first: int, at_eof: bool):
+def _cob_open_block(st: _Cobblestone, v: BlockViews, n: int, first: int, at_eof: bool):
     nfull = n // _CT_CHUNK
     rem = n - nfull * _CT_CHUNK
     if first + nfull + (1 if rem else 0) > MAX_CHUNKS:
@@ -285,7 +220,7 @@ def _cob_open_block(st: _Cobblestone, v: _Views, n: int, first: int, at_eof: boo
     return out_len, None
 
 
-def _age_seal_block(aead: ChaCha20Poly1305, v: _Views, n: int, first: int, at_eof: bool):
+def _age_seal_block(aead: ChaCha20Poly1305, v: BlockViews, n: int, first: int, at_eof: bool):
     nfull = n // AGE_CHUNK_SIZE
     rem = n - nfull * AGE_CHUNK_SIZE
     if at_eof and rem == 0 and nfull > 0:
@@ -310,7 +245,7 @@ def _age_seal_block(aead: ChaCha20Poly1305, v: _Views, n: int, first: int, at_eo
     return out_len, None
 
 
-def _age_open_block(aead: ChaCha20Poly1305, v: _Views, n: int, first: int, at_eof: bool):
+def _age_open_block(aead: ChaCha20Poly1305, v: BlockViews, n: int, first: int, at_eof: bool):
     nfull = n // _AGE_CT_CHUNK
     rem = n - nfull * _AGE_CT_CHUNK
     if at_eof and rem == 0 and nfull > 0:
@@ -349,9 +284,7 @@ def _run_blocks(work, state, views: list, threads: int | None):
         return [work(state, *item) for item in views]
     from concurrent.futures import ThreadPoolExecutor
 
-    from kms_cli.crypto.streaming import _fast_gil_handoff
-
-    with _fast_gil_handoff(), ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kms-chunked") as pool:
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kms-chunked") as pool:
         futures = [pool.submit(work, state, *item) for item in views]
         return [f.result() for f in futures]
 
@@ -383,7 +316,7 @@ def seal(key: bytes, plaintext: bytes, context: bytes, *, salt: bytes | None = N
         at_eof = end - start < per_block or end == size
         ostart = first * _CT_CHUNK
         oend = ostart + (end - start) + ((end - start) // CHUNK_SIZE + (1 if at_eof else 0)) * TAG
-        items.append((_Views(pt[start:end], omv[ostart:oend], CHUNK_SIZE, _CT_CHUNK), end - start, first, at_eof))
+        items.append((BlockViews(pt[start:end], omv[ostart:oend], CHUNK_SIZE, _CT_CHUNK), end - start, first, at_eof))
         if at_eof:
             break
         first += _COB_BLOCK_CHUNKS
@@ -418,7 +351,7 @@ def open(key: bytes, ciphertext: bytes, context: bytes) -> bytes:  # noqa: A001 
         ostart = first * CHUNK_SIZE
         nb = (end - start) // _CT_CHUNK
         oend = ostart + nb * CHUNK_SIZE + (rem - TAG if at_eof else 0)
-        items.append((_Views(body[start:end], omv[ostart:oend], _CT_CHUNK, CHUNK_SIZE), end - start, first, at_eof))
+        items.append((BlockViews(body[start:end], omv[ostart:oend], _CT_CHUNK, CHUNK_SIZE), end - start, first, at_eof))
         if at_eof:
             break
         first += _COB_BLOCK_CHUNKS
@@ -442,11 +375,11 @@ def encrypt_stream(
         salt = primitives.random_bytes(SALT_SIZE)
     elif len(salt) != SALT_SIZE:
         raise ValueError(f"salt must be {SALT_SIZE} bytes")
-    from kms_cli.crypto.streaming import _pump, _writeall
+    from kms_cli.crypto import streaming
 
     st = _Cobblestone(key, salt, context)
-    _writeall(dst, memoryview(bytes(salt) + st.commitment))
-    return HEADER_SIZE + _pump(src, dst, _cob_seal_block, st, CHUNK_SIZE, _CT_CHUNK, _COB_BLOCK_CHUNKS, threads)
+    streaming.write_all(dst, memoryview(bytes(salt) + st.commitment))
+    return HEADER_SIZE + streaming.run(src, dst, _cob_seal_block, st, CHUNK_SIZE, _CT_CHUNK, _COB_BLOCK_CHUNKS, threads)
 
 
 def decrypt_stream(key: bytes, context: bytes, src, dst, *, threads: int | None = None) -> int:
@@ -455,16 +388,16 @@ def decrypt_stream(key: bytes, context: bytes, src, dst, *, threads: int | None 
     The commitment is checked before any chunk; chunks are written in order and only once
     authenticated; the first failure raises IntegrityError after the authenticated prefix.
     """
-    from kms_cli.crypto.streaming import _pump, _readfull
+    from kms_cli.crypto import streaming
 
     _check_open_key(key, KEY_SIZE)
     header = bytearray(HEADER_SIZE)
-    if _readfull(src, memoryview(header)) < HEADER_SIZE:
+    if streaming.read_full(src, memoryview(header)) < HEADER_SIZE:
         raise IntegrityError(_ERR_TRUNCATED)
     st = _Cobblestone(key, header[:SALT_SIZE], context)
     if not primitives.equal(st.commitment, bytes(header[SALT_SIZE:])):
         raise IntegrityError(_ERR_COMMITMENT)
-    return _pump(src, dst, _cob_open_block, st, _CT_CHUNK, CHUNK_SIZE, _COB_BLOCK_CHUNKS, threads)
+    return streaming.run(src, dst, _cob_open_block, st, _CT_CHUNK, CHUNK_SIZE, _COB_BLOCK_CHUNKS, threads)
 
 
 # --------------------------------------------------------------------------
@@ -478,22 +411,22 @@ def age_encrypt_stream(file_key: bytes, src, dst, *, nonce: bytes | None = None,
         nonce = primitives.random_bytes(AGE_NONCE_SIZE)
     elif len(nonce) != AGE_NONCE_SIZE:
         raise ValueError(f"nonce must be {AGE_NONCE_SIZE} bytes")
-    from kms_cli.crypto.streaming import _pump, _writeall
+    from kms_cli.crypto import streaming
 
     aead = _age_aead(file_key, nonce)
-    _writeall(dst, memoryview(bytes(nonce)))
-    return AGE_NONCE_SIZE + _pump(
+    streaming.write_all(dst, memoryview(bytes(nonce)))
+    return AGE_NONCE_SIZE + streaming.run(
         src, dst, _age_seal_block, aead, AGE_CHUNK_SIZE, _AGE_CT_CHUNK, _AGE_BLOCK_CHUNKS, threads
     )
 
 
 def age_decrypt_stream(file_key: bytes, src, dst, *, threads: int | None = None) -> int:
     """Decrypt age's payload from src to dst; returns plaintext bytes written (IntegrityError on failure)."""
-    from kms_cli.crypto.streaming import _pump, _readfull
+    from kms_cli.crypto import streaming
 
     _check_open_key(file_key, AGE_FILE_KEY_SIZES)
     nonce = bytearray(AGE_NONCE_SIZE)
-    if _readfull(src, memoryview(nonce)) < AGE_NONCE_SIZE:
+    if streaming.read_full(src, memoryview(nonce)) < AGE_NONCE_SIZE:
         raise IntegrityError(_ERR_TRUNCATED)
     aead = _age_aead(file_key, nonce)
-    return _pump(src, dst, _age_open_block, aead, _AGE_CT_CHUNK, AGE_CHUNK_SIZE, _AGE_BLOCK_CHUNKS, threads)
+    return streaming.run(src, dst, _age_open_block, aead, _AGE_CT_CHUNK, AGE_CHUNK_SIZE, _AGE_BLOCK_CHUNKS, threads)

@@ -21,8 +21,10 @@ def restore(ctx, file, force) -> int:
     def human(i: dict) -> None:
         if i["other_vault"]:
             ctx.warn(f"replaced vault {i['replaced_vault_id']} with a backup of another vault, {i['vault_id']}")
-        ctx.info(f"restored vault {i['vault_id']} from {file} ({i['entries']} audit entries verified, "
-                 f"{i['sealed_rows']} sealed rows authenticated)")
+        from kms_cli.cli.output import plural
+
+        ctx.info(f"restored vault {i['vault_id']} from {file} ({plural(i['entries'], 'audit entry', 'audit entries')} "
+                 f"verified, {plural(i['sealed_rows'], 'sealed row')} authenticated)")
         if i["kept"]:
             ctx.info(f"the previous vault is kept as {i['kept']} until the next successful command")
 

@@ -142,9 +142,13 @@ class Ctx:
             v.close()
 
     def prompt(self, label: str, confirm: bool) -> str:
-        """A hidden TTY prompt (asked twice when `confirm`)."""
+        """A hidden TTY prompt (asked twice when `confirm`); a progress bar on screen is erased
+        first (it comes back with the next progress report)."""
         import getpass
 
+        bar = getattr(self, "active_progress", None)
+        if bar is not None:
+            bar.hide()
         first = getpass.getpass(f"{label}: ")
         if confirm:
             again = getpass.getpass(f"{label} (again): ")

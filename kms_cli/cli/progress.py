@@ -20,6 +20,9 @@ The API, for handlers in `kms_cli/cli/`:
 `to_stdout=True` says the command writes its output to stdout while the bar runs: when stdout
 is the same terminal, no bar is shown (it would be torn by the output).
 
+A prompt (`ctx.prompt`, e.g. a passphrase asked while sealing) erases the bar first; it comes
+back after the next report.
+
 `progress` yields a tracker that is false (`if p:`) and does nothing at all when no bar can be
 shown: stderr is not a terminal (a pipe, a file, closed), `--quiet`, or TERM=dumb. Then
 `p.writer(dst)` and `p.reader(src)` return the stream itself, unwrapped, so scripts pay nothing.
@@ -104,6 +107,7 @@ class Tracker:
         self._next = None  # the next moment worth drawing at; DELAY after the first report
         self._display = None
         self._failed = False
+        ctx.active_progress = self  # ctx.prompt erases the bar before asking anything
 
     def __bool__(self) -> bool:
         return True
@@ -153,8 +157,15 @@ class Tracker:
             except Exception:
                 pass
 
+    def hide(self) -> None:
+        """Erase the bar now (before a prompt); it is drawn again DELAY after the next report."""
+        self._close_display()
+        self._next = None
+
     def close(self) -> None:
         self._close_display()
+        if getattr(self.ctx, "active_progress", None) is self:
+            self.ctx.active_progress = None
 
     def writer(self, dst):
         return CountingWriter(dst, self)

@@ -13,9 +13,9 @@ from typing import Iterator
 
 from kms_cli import actor, durations
 from kms_cli.audit import AuditLog, result_of
-from kms_cli.binding import bind  # noqa: F401 - re-exported: the vault layer's associated data
+from kms_cli.binding import bind
 from kms_cli.crypto import wrap
-from kms_cli.crypto.primitives import equal, hkdf_sha256, hmac_sha256, random_bytes
+from kms_cli.crypto.primitives import equal, random_bytes
 from kms_cli.errors import AlreadyExistsError, IntegrityError, KmsError, NotFoundError, UnavailableError, UnlockError
 from kms_cli.names import Namespace
 from kms_cli.providers import from_uri, scheme_of
@@ -23,27 +23,7 @@ from kms_cli.providers.base import SourceOptions
 from kms_cli.store import Store, create_store, open_store
 from kms_cli.store.swap import cleanup_after_restore, restore_leftovers
 from kms_cli.vault import rows
-
-CONTEXT_KEY = "kms-cli:vault"
-PURPOSES = ("key-material", "secret-value", "audit-mac", "slot-mac", "row-mac")
-
-
-class Subkeys:
-    """One key per purpose, derived from the root key; never printed."""
-
-    __slots__ = ("material", "secret", "audit", "slot", "row")
-
-    def __init__(self, material: bytes, secret: bytes, audit: bytes, slot: bytes, row: bytes):
-        self.material, self.secret, self.audit, self.slot, self.row = material, secret, audit, slot, row
-
-    @classmethod
-    def derive(cls, root: bytes, vault_id: bytes) -> "Subkeys":
-        k = {p: hkdf_sha256(root, salt=vault_id, info=b"kms-cli/v1/subkey/" + p.encode()) for p in PURPOSES}
-        return cls(k["key-material"], k["secret-value"], k["audit-mac"], k["slot-mac"], k["row-mac"])
-
-    def __repr__(self) -> str:
-        return "Subkeys(***)"
-
+from kms_cli.vault.hierarchy import CONTEXT_KEY, PURPOSES, Subkeys, slot_tag  # noqa: F401 - re-exported
 
 class OpRecord:
     """What an operation tells its audit entry (never values)."""
@@ -69,11 +49,6 @@ class Options:
 
     def __repr__(self) -> str:
         return f"Options(path={self.path!r}, namespace={self.namespace.prefix!r}, unlock={self.unlock!r})"
-
-
-def slot_tag(slot_key: bytes, vault_id: bytes, slot_id: int, uri: str, blob: bytes) -> bytes:
-    """Authenticates a slot row to its vault (so a slot copied from another vault fails)."""
-    return hmac_sha256(slot_key, bind("slot", vault_id, slot_id, uri, blob))
 
 
 class Vault:

@@ -151,7 +151,7 @@ def _check_database(report: Report, found) -> bool:
 
 def _check_slots(report: Report, vault) -> None:
     from kms_cli.providers import from_uri
-    from kms_cli.vault.core import Subkeys, slot_tag
+    from kms_cli.vault.hierarchy import Subkeys, slot_tag
 
     # never prompt for a second passphrase just to check a slot
     options = copy.copy(vault.options.source)

@@ -340,7 +340,7 @@ def verify_slot_set(store, vault_id: bytes, slot_key: bytes) -> None:
 def verify_all(vault) -> dict:
     """Authenticate every state row and open every sealed value; raise IntegrityError naming the
     first bad one. Returns counts and the highest seq any row records."""
-    from kms_cli.vault.core import slot_tag
+    from kms_cli.vault.hierarchy import slot_tag
 
     counts = {"keys": 0, "key_versions": 0, "secrets": 0, "secret_versions": 0, "slots": 0}
     verify_slot_set(vault.store, vault.vault_id, vault.subkeys.slot)

@@ -7,7 +7,7 @@ from kms_cli.crypto.primitives import random_bytes
 from kms_cli.errors import AlreadyExistsError, NotFoundError, StateError, UsageError
 from kms_cli.providers import from_uri
 from kms_cli.vault import rows as state_rows
-from kms_cli.vault.core import CONTEXT_KEY, Subkeys, slot_tag
+from kms_cli.vault.hierarchy import CONTEXT_KEY, Subkeys, slot_tag
 
 
 def new_master_key() -> str:

@@ -2,7 +2,8 @@
 
 import os
 
-from kms_cli.vault.core import PURPOSES, Subkeys, bind, slot_tag
+from kms_cli.binding import bind
+from kms_cli.vault.hierarchy import PURPOSES, Subkeys, slot_tag
 
 
 def test_one_distinct_subkey_per_purpose():

@@ -148,42 +148,45 @@ def resolve(flags: dict, environ) -> Settings:
     """Merge flags (already parsed), environment and the config file."""
     file_values: dict | None = None
     values = {}
+    origin = {}  # key -> where its value came from, for an error about it
     for key, (var, default) in SETTINGS.items():
         if flags.get(key) not in (None, False):
             values[key] = flags[key]
             continue
         if var and environ.get(var) not in (None, "") or (key == "no_color" and var in environ):
             values[key] = environ.get(var)
+            origin[key] = var
             continue
         if file_values is None:
             file_values = _load_file(config_path(environ))
         values[key] = file_values.get(key, default)
+        origin[key] = f"setting {key} in {config_path(environ)}" if key in file_values else var
     return Settings(
         vault=values["vault"] or default_vault_path(environ),
         namespace=values["namespace"] or "",
         unlock=values["unlock"] or None,
         passphrase_file=values["passphrase_file"],
-        timeout=_timeout(values["timeout"]),
-        retries=_retries(values["retries"]),
+        timeout=_timeout(values["timeout"], origin.get("timeout", "KMS_CLI_TIMEOUT")),
+        retries=_retries(values["retries"], origin.get("retries", "KMS_CLI_RETRIES")),
         no_color=bool(values["no_color"]) or "NO_COLOR" in environ,
     )
 
 
-def _timeout(raw) -> float:
+def _timeout(raw, what: str = "KMS_CLI_TIMEOUT") -> float:
     """Seconds per provider call: more than 0, at most MAX_TIMEOUT (never NaN or infinite)."""
     try:
         timeout = float(raw)
     except (TypeError, ValueError, OverflowError):
         timeout = None
     if timeout is None or not 0 < timeout <= MAX_TIMEOUT:  # NaN fails every comparison
-        raise UsageError(f"KMS_CLI_TIMEOUT must be a number of seconds above 0 and at most {MAX_TIMEOUT}, "
+        raise UsageError(f"{what} must be a number of seconds above 0 and at most {MAX_TIMEOUT}, "
                          f"got {str(raw)[:40]!r}")
     return timeout
 
 
-def _retries(raw) -> int:
+def _retries(raw, what: str = "KMS_CLI_RETRIES") -> int:
     """Retries per provider call: a whole number from 0 to MAX_RETRIES."""
     text = str(raw).strip()
     if not (text.isascii() and text.isdigit()) or len(text.lstrip("0")) > 3 or int(text) > MAX_RETRIES:
-        raise UsageError(f"KMS_CLI_RETRIES must be a whole number from 0 to {MAX_RETRIES}, got {text[:40]!r}")
+        raise UsageError(f"{what} must be a whole number from 0 to {MAX_RETRIES}, got {text[:40]!r}")
     return int(text)

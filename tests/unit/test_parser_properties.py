@@ -467,6 +467,8 @@ _toml_pieces = st.one_of(
 @example(b"timeout = 5\ntimeout = 6\n")
 @example(b"a = " + b"[" * 3000)
 @example(b"ok = 1\n\xff")
+@example(b"timeout = nan\n")
+@example(b"retries = 1000\n")
 def test_any_config_file_resolves_or_is_a_usage_error_naming_the_file(tmp_path_factory, raw):
     cfg = tmp_path_factory.mktemp("cfg") / "config.toml"
     cfg.write_bytes(raw)

@@ -30,6 +30,14 @@ def _build() -> dict[str, Algorithm]:
 ALGORITHMS = _build()
 
 
+def describe() -> str:
+    """The accepted algorithms grouped by purpose, in spec order (help and man page text)."""
+    by_purpose: dict[str, list[str]] = {}
+    for alg in ALGORITHMS.values():
+        by_purpose.setdefault(alg.purpose, []).append(alg.name)
+    return "; ".join(f"{purpose}: {', '.join(names)}" for purpose, names in by_purpose.items())
+
+
 def get(name: str) -> Algorithm:
     try:
         return ALGORITHMS[name]
@@ -46,9 +54,9 @@ def generate(alg: Algorithm) -> tuple[bytes, bytes | None]:
         from kms_cli.crypto.primitives import random_bytes
 
         return random_bytes(32), None
-    from kms_cli.crypto import asym
+    from kms_cli.crypto import keygen
 
-    return asym.generate(alg.name)
+    return keygen.generate(alg.name)
 
 
 def fingerprint(alg: Algorithm, public: bytes) -> str:

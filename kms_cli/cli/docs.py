@@ -8,6 +8,11 @@ from __future__ import annotations
 from kms_cli import __version__
 from kms_cli.cli import spec
 
+# The man page's date: the release date of each version, so that the page is the same whoever
+# generates it and whenever (tests/cli/test_docs.py compares the committed copy). Add the new
+# version's date when __version__ changes.
+RELEASE_DATES = {"0.1.0": "2026-11-22"}
+
 SHELLS = {"bash": "kms-cli.bash", "zsh": "_kms-cli", "fish": "kms-cli.fish"}
 
 
@@ -17,9 +22,17 @@ def completion_script(shell: str) -> str:
     return get_completion_script(prog_name="kms-cli", complete_var="_KMS_CLI_COMPLETE", shell=shell)
 
 
-def _roff(text: str) -> str:
+def _roff(text: str, words: bool = True) -> str:
+    """Text for groff: backslashes and dashes escaped (\\- is a dash, not a hyphen), and with
+    `words`, no hyphenation inside any word that holds a dash (\\%): option names, commands,
+    algorithm names and paths are never broken across lines."""
     text = text.replace("\\", "\\e").replace("-", "\\-")
-    return "\n".join(("\\&" + line) if line.startswith((".", "'")) else line for line in text.split("\n"))
+    lines = []
+    for line in text.split("\n"):
+        if words:
+            line = " ".join(("\\%" + w) if "\\-" in w else w for w in line.split(" "))
+        lines.append(("\\&" + line) if line.startswith((".", "'")) else line)
+    return "\n".join(lines)
 
 
 def _opt_line(o: spec.Opt) -> str:
@@ -29,8 +42,18 @@ def _opt_line(o: spec.Opt) -> str:
     return flags
 
 
+def _opt_text(o: spec.Opt) -> str:
+    text = o.help
+    if o.envvar:
+        text += f" Environment: {o.envvar}."
+    default = o.default_doc or (str(o.default) if o.kind != "flag" and o.default not in (None, "") else None)
+    if default:
+        text += f" Default: {default}."
+    return _roff(text)
+
+
 def _usage(c: spec.Cmd) -> str:
-    parts = ["kms\\-cli", *(_roff(p) for p in c.path)]
+    parts = ["\\fBkms\\-cli\\fR", *(f"\\fB{_roff(p)}\\fR" for p in c.path)]
     for o in c.opts:
         f = _roff(o.flags[-1])
         item = f"\\fB{f}\\fR" + ("" if o.kind == "flag" else f" \\fI{_roff(o.metavar or o.dest.upper())}\\fR")
@@ -39,6 +62,13 @@ def _usage(c: spec.Cmd) -> str:
         m = f"\\fI{_roff(a.metavar or a.dest.upper())}\\fR"
         parts.append(("\\-\\- " + m) if a.rest else (m if a.required else f"[{m}]"))
     return " ".join(parts)
+
+
+def _examples(examples, title: bool = True) -> list[str]:
+    out = [".PP", "Examples:", ".RS 4", ".nf"] if title else [".nf"]
+    for what, line in examples:
+        out += [_roff("# " + what, words=False), _roff(line, words=False)]
+    return out + [".fi", ".RE"] if title else out + [".fi"]
 
 
 ENVIRONMENT = [
@@ -66,9 +96,16 @@ EXIT_CODES = [
 ]
 
 
+def _release_date() -> str:
+    try:
+        return RELEASE_DATES[__version__]
+    except KeyError:
+        raise SystemExit(f"kms_cli/cli/docs.py: add the release date of {__version__} to RELEASE_DATES") from None
+
+
 def manpage() -> str:
     out = [
-        f'.TH KMS\\-CLI 1 "" "kms\\-cli {__version__}" "User Commands"',
+        f'.TH KMS\\-CLI 1 "{_release_date()}" "kms\\-cli {__version__}" "User Commands"',
         ".SH NAME",
         "kms\\-cli \\- a local key\\-management and secrets vault",
         ".SH SYNOPSIS",
@@ -81,19 +118,22 @@ def manpage() -> str:
         ".SH GLOBAL OPTIONS",
     ]
     for o in spec.GLOBAL_OPTS:
-        out += [".TP", _opt_line(o), _roff(o.help + (f" (also {o.envvar})" if o.envvar else ""))]
+        out += [".TP", _opt_line(o), _opt_text(o)]
     out += [".TP", "\\fB\\-\\-version\\fR", "Print the version and exit.",
             ".TP", "\\fB\\-h\\fR, \\fB\\-\\-help\\fR", "Show help for kms\\-cli or any command."]
+    out.append(".SH EXAMPLES")
+    out += _examples(spec.EXAMPLES, title=False)
     out.append(".SH COMMANDS")
     for c in spec.COMMANDS:
-        out += [".SS " + _roff(" ".join(c.path)), _usage(c), ".PP", _roff(c.help)]
+        out += [".SS " + _roff(" ".join(c.path), words=False), _usage(c), ".PP", _roff(c.help)]
         if c.epilog:
-            out += [".PP", _roff(c.epilog)]
+            out += [".PP", _roff(spec.expand(c.epilog))]
         for a in c.args:
             out += [".TP", f"\\fI{_roff(a.metavar or a.dest.upper())}\\fR", _roff(a.help)]
         for o in c.opts:
-            extra = f" Default: {o.default}." if o.default not in (None, "", "-") and o.kind != "flag" else ""
-            out += [".TP", _opt_line(o), _roff(o.help + extra)]
+            out += [".TP", _opt_line(o), _opt_text(o)]
+        if c.examples:
+            out += _examples(c.examples)
     out.append(".SH ENVIRONMENT")
     for name, text in ENVIRONMENT:
         out += [".TP", f"\\fB{_roff(name)}\\fR", _roff(text)]

@@ -1,6 +1,7 @@
 """The thin entry point: parse with the fast parser, run the handler, map every error to its exit code.
 
-Typer (and rich) are imported only for help and shell completion, so the hot
+Every command runs through `parse` and `dispatch`: there is one command path. Typer (and rich)
+are imported only to render help and shell completion, never to run a command, so the hot
 paths (`secret get`, `read`, `decrypt`, `exec`) start as fast as Python can.
 """
 
@@ -25,15 +26,6 @@ def _print_error(exc: KmsError, as_json: bool) -> None:
         sys.stderr.flush()
     except (OSError, ValueError):  # stderr itself is full or gone: the exit code still tells
         pass
-
-
-def _wants_typer(argv: list[str]) -> bool:
-    if not argv:
-        return True
-    before = argv[: argv.index("--")] if "--" in argv else argv
-    return any(a in ("--help", "-h", "--install-completion", "--show-completion") for a in before) or any(
-        a.startswith("--install-completion") or a.startswith("--show-completion") for a in before
-    ) or bool(os.environ.get("_KMS_CLI_COMPLETE"))
 
 
 def _stand_in_for_closed_streams() -> None:
@@ -137,27 +129,28 @@ def run(argv: list[str]) -> int:
 
 
 def _run(argv: list[str]) -> int:
-    if _wants_typer(argv):
-        from kms_cli.cli.typer_app import run_typer
+    if os.environ.get("_KMS_CLI_COMPLETE"):  # the shell asks for completions (see completions/)
+        from kms_cli.cli.typer_app import complete
 
-        return run_typer(argv)
-    from kms_cli.cli.parse import HelpRequested, parse
+        return complete()
+    from kms_cli.cli.parse import ForTyper, parse
 
     try:
         parsed = parse(argv)
-    except HelpRequested:
+    except ForTyper as request:  # -h/--help (only that path's help), or a completion script
         from kms_cli.cli.typer_app import run_typer
 
-        return run_typer(argv)
+        return run_typer(request.argv)
     if parsed.version:
         from kms_cli import __version__
 
         sys.stdout.write(f"kms-cli {__version__}\n")
         return 0
-    if parsed.cmd is None:
+    if parsed.cmd is None:  # `kms-cli` alone, or only global options: usage on stderr, exit 2
         from kms_cli.cli.typer_app import run_typer
 
-        return run_typer(["--help"])
+        run_typer(["--help"], to_stderr=True)
+        return UsageError.exit_code
     return dispatch(parsed.cmd, parsed.globals, parsed.params)
 
 

@@ -1,8 +1,13 @@
 """A small, strict parser over the command table, fast enough for the hot paths.
 
 It accepts global options before or after the command, `--opt value`,
-`--opt=value`, short flags, repeatable options and `--`. Anything it does not
-accept is a UsageError (exit 2); `--help` is left to the Typer app.
+`--opt=value`, short options (`-o FILE`, `-oFILE`, `-qa`), repeatable options and `--`.
+Anything it does not accept is a UsageError (exit 2).
+
+Every command runs through this parser. `-h`/`--help` anywhere before `--` (and before
+exec's CMD), even where an option expects its value, stops parsing: `HelpRequested` names
+the command path found so far and the Typer app renders that path's help, nothing else.
+`--install-completion` and `--show-completion` before the command are Typer's too.
 """
 
 from __future__ import annotations
@@ -11,8 +16,24 @@ from kms_cli.cli import spec
 from kms_cli.errors import UsageError
 
 
-class HelpRequested(Exception):
-    pass
+_HELP = ("--help", "-h")
+_COMPLETION = ("--install-completion", "--show-completion")
+
+
+class ForTyper(Exception):
+    """Not a command to run: the Typer app handles `argv` (help or a completion script), never a handler."""
+
+    def __init__(self, argv: list[str]):
+        super().__init__(argv)
+        self.argv = argv
+
+
+class HelpRequested(ForTyper):
+    """-h/--help: `path` is the command path (possibly a group, or () for kms-cli itself)."""
+
+    def __init__(self, path: tuple[str, ...]):
+        super().__init__([*path, "--help"])
+        self.path = path
 
 
 class Parsed:
@@ -36,7 +57,8 @@ def _index(opts):
 _GLOBAL = _index(spec.GLOBAL_OPTS)
 
 
-def _convert(o: spec.Opt, raw: str, flag: str):
+def convert(o: spec.Opt, raw: str, flag: str):
+    """The value of option `o` given as `flag`, checked (the Typer app validates with it too)."""
     if not raw and not o.empty:
         raise UsageError(f"option {flag} needs a value, got an empty one")
     if o.kind == "int":  # a version: 1 to names.MAX_VERSION
@@ -75,8 +97,8 @@ def parse(argv: list[str]) -> Parsed:
                 raise UsageError("missing command before '--'")
             rest_mode = True
             continue
-        if tok in ("--help", "-h"):
-            raise HelpRequested()
+        if tok in _HELP:
+            raise HelpRequested(cmd.path if cmd else tuple(words))
         if tok.startswith("-") and tok != "-":
             flag, eq, inline = tok.partition("=")
             o = local.get(flag) if cmd else None
@@ -84,10 +106,16 @@ def parse(argv: list[str]) -> Parsed:
             if o is None:
                 o = _GLOBAL.get(flag)
                 target = out.globals
-                if flag == "--version" and cmd is None:
+                if cmd is None and flag == "--version":
                     out.version = True
                     continue
+                if cmd is None and flag in _COMPLETION:
+                    more = argv[i:i + 1] if not eq and i < len(argv) and not argv[i].startswith("-") else []
+                    raise ForTyper([tok, *more])
             if o is None:
+                if flag[1] != "-" and len(tok) > 2:
+                    i = _short_cluster(tok, argv, i, cmd, local, out)
+                    continue
                 where = f" for `{' '.join(cmd.path)}`" if cmd else ""
                 raise UsageError(f"unknown option {flag}{where}", hint="see `kms-cli --help`")
             if o.kind == "flag":
@@ -102,11 +130,9 @@ def parse(argv: list[str]) -> Parsed:
                     raise UsageError(f"option {flag} needs a value")
                 value = argv[i]
                 i += 1
-            value = _convert(o, value, flag)
-            if o.kind == "multi":
-                target.setdefault(o.dest, []).append(value)
-            else:
-                target[o.dest] = value
+                if value in _HELP:
+                    raise HelpRequested(cmd.path if cmd else tuple(words))
+            _store(o, value, flag, target)
             continue
         if cmd is None:
             words.append(tok)
@@ -134,6 +160,45 @@ def parse(argv: list[str]) -> Parsed:
                 raise UsageError(f"missing option {o.flags[-1]} for `{' '.join(cmd.path)}`")
             out.params[o.dest] = [] if o.kind == "multi" else (False if o.kind == "flag" else o.default)
     return out
+
+
+def _store(o: spec.Opt, value: str, flag: str, target: dict) -> None:
+    value = convert(o, value, flag)
+    if o.kind == "multi":
+        target.setdefault(o.dest, []).append(value)
+    else:
+        target[o.dest] = value
+
+
+def _short_cluster(tok: str, argv: list[str], i: int, cmd, local: dict, out: Parsed) -> int:
+    """`-oFILE` (a value attached to a short option) and `-qa` (short flags together), as getopt and
+    click accept them: each letter is an option; the first that takes a value takes the rest of the
+    token, or the next argument. Returns the index of the next argument."""
+    for j in range(1, len(tok)):
+        flag = "-" + tok[j]
+        o = local.get(flag) if cmd else None
+        target = out.params
+        if o is None:
+            o = _GLOBAL.get(flag)
+            target = out.globals
+        if o is None:
+            where = f" for `{' '.join(cmd.path)}`" if cmd else ""
+            raise UsageError(f"unknown option {flag}{where}" + (f" (in {tok})" if j > 1 else ""),
+                             hint="see `kms-cli --help`")
+        if o.kind == "flag":
+            target[o.dest] = True
+            continue
+        value = tok[j + 1:]
+        if not value:
+            if i >= len(argv):
+                raise UsageError(f"option {flag} needs a value")
+            value = argv[i]
+            i += 1
+            if value in _HELP:
+                raise HelpRequested(cmd.path if cmd else ())
+        _store(o, value, flag, target)
+        break
+    return i
 
 
 def _bind_positionals(cmd: spec.Cmd, positionals: list[str], params: dict) -> None:

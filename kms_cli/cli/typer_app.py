@@ -1,16 +1,20 @@
-"""The Typer app, built from the command table: help, shell completion and the man page.
+"""The Typer app, built from the command table: it renders help, shell completion and the man page.
 
-Commands run through it behave exactly as through the fast parser: both call
-`entry.dispatch` with the same handler and parameters.
+It never runs a command: every command runs through the fast parser and `entry.dispatch`
+(one command path). Its commands' callbacks only raise, and it does not import `entry`.
+Its options validate values with the parser's own conversion (`parse.convert`), so
+what Typer's click parser accepts is what the table accepts (tests/cli/test_parity.py).
 """
 
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 
 try:  # recent Typer vendors its own copy of click: its exceptions and contexts are the ones raised here
     from typer import _click as click
@@ -19,33 +23,135 @@ except ImportError:  # pragma: no cover - Typer versions that use the click pack
 
 from kms_cli import __version__
 from kms_cli.cli import spec
+from kms_cli.cli.parse import convert
 from kms_cli.errors import UsageError
 
 GLOBAL_PANEL = "Global options"
 _ABORT = getattr(click.exceptions, "Abort", ())
 
 
-def _option(o: spec.Opt, panel: str | None = None):
-    common = dict(help=o.help, rich_help_panel=panel, show_default=False)
+def _quiet_types() -> None:
+    """No type noise in help: Typer shows `<bool>`, `<str>`, `<list[str]>` beside every parameter and
+    `{NAME}` in usage lines. Options show their metavar (PATH, DUR, K=V), flags and arguments nothing,
+    usage lines NAME, [NAME] and `-- CMD [ARGS]...`. Only this process renders help with Typer."""
+    core = typer.core
+    option, argument = getattr(core, "TyperOption", None), getattr(core, "TyperArgument", None)
+    if option is not None and hasattr(option, "display_type_rich"):
+        option.display_type_rich = lambda self, ctx: None if self.is_flag else self.metavar
+    if argument is not None and hasattr(argument, "display_type_rich"):
+        argument.display_type_rich = lambda self, ctx: None
+    if argument is not None and hasattr(argument, "_usage_display_name"):
+        def usage_name(self) -> str:
+            name = self.metavar or self.name.upper()
+            if self.nargs != 1:
+                return f"-- {name}"
+            return name if self.required else f"[{name}]"
+
+        argument._usage_display_name = usage_name
+
+
+_quiet_types()
+
+
+def _parser(o: spec.Opt):
+    """The table's conversion and checks (choices, versions, durations, empty values) for click."""
+    flag = o.flags[-1] if o.flags[-1].startswith("--") else o.flags[0]
+
+    def parse_value(raw):
+        if not isinstance(raw, str):  # an already converted default
+            return raw
+        try:
+            return convert(o, raw, flag)
+        except UsageError as exc:
+            raise typer.BadParameter(exc.message) from None
+
+    return parse_value
+
+
+def shown_default(o: spec.Opt) -> str | None:
+    """The default --help shows: --vault's path for this user (the man page shows a neutral form)."""
+    if o.default_doc == spec.DEFAULT_VAULT_DOC:
+        from kms_cli.config import default_vault_path
+
+        path, home = default_vault_path(), os.path.expanduser("~")
+        if home not in ("", "/") and path.startswith(home + os.sep):
+            path = "~" + path[len(home):]
+        return path
+    if o.default_doc:
+        return o.default_doc
+    if o.kind != "flag" and o.default not in (None, ""):
+        return str(o.default)
+    return None
+
+
+def _help(o: spec.Opt) -> str:
+    text = escape(o.help)
+    if o.envvar:
+        text += escape(f"  [env var: {o.envvar}]")
+    default = shown_default(o)
+    if default:
+        text += escape(f"  [default: {default}]")
+    return text
+
+
+def _completer(choices: tuple[str, ...]):
+    def complete(incomplete: str) -> list[str]:
+        return [c for c in choices if c.startswith(incomplete)]
+
+    return complete
+
+
+def _option(o: spec.Opt, panel: str | None = None, at_root: bool = True):
+    common = dict(help=_help(o), rich_help_panel=panel, show_default=False)
     if o.metavar:
         common["metavar"] = o.metavar
     if o.kind == "flag":
         return bool, typer.Option(False, *o.flags, **common)
+    common["parser"] = _parser(o)
+    if o.choices:
+        common["autocompletion"] = _completer(o.choices)
     if o.kind == "multi":
         return Optional[List[str]], typer.Option(None, *o.flags, **common)
     ann = Optional[int] if o.kind == "int" else Optional[str]
-    default = ... if o.required else (o.default if panel is None else None)
+    default = ... if o.required else (o.default if at_root else None)
     return ann, typer.Option(default, *o.flags, **common)
+
+
+def epilog(cmd: spec.Cmd) -> str | None:
+    """The command's epilog (placeholders expanded), then its examples."""
+    parts = [spec.expand(cmd.epilog)] if cmd.epilog else []
+    if cmd.examples:
+        parts.append(_examples(cmd.examples))
+    return _epilog_text("\n\n".join(parts)) if parts else None
+
+
+def _epilog_text(text: str) -> str:
+    # Typer dedents help text like a docstring (inspect.cleandoc: the first line does not count):
+    # a leading newline keeps the examples' indentation.
+    return "\n" + escape(text)
+
+
+def _examples(examples) -> str:
+    return "Examples:\n" + "\n".join(f"  # {what}\n  {line}" for what, line in examples)
+
+
+def _not_run(cmd: spec.Cmd):
+    def command(**kwargs):
+        raise RuntimeError(f"`kms-cli {' '.join(cmd.path)}` reached the Typer app: commands run through "
+                           "kms_cli.cli.entry.dispatch only")
+
+    return command
 
 
 def _command_function(cmd: spec.Cmd):
     params = []
     for a in cmd.args:
         if a.rest:
-            ann, default = Optional[List[str]], typer.Argument(None, help=a.help, metavar=a.metavar)
+            ann, default = Optional[List[str]], typer.Argument(None, help=escape(a.help), metavar=a.metavar)
         else:
             ann = str if a.required else Optional[str]
-            default = typer.Argument(... if a.required else None, help=a.help, metavar=a.metavar, show_default=False)
+            default = typer.Argument(... if a.required else None, help=escape(a.help), metavar=a.metavar,
+                                     show_default=False)
         params.append(inspect.Parameter(a.dest, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann))
     local = {o.dest for o in cmd.opts}
     for o in cmd.opts:
@@ -54,34 +160,15 @@ def _command_function(cmd: spec.Cmd):
     for o in spec.GLOBAL_OPTS:
         if o.dest in local:
             continue
-        ann, default = _option(o, GLOBAL_PANEL)
+        ann, default = _option(o, GLOBAL_PANEL, at_root=False)
         params.append(inspect.Parameter("g_" + o.dest, inspect.Parameter.KEYWORD_ONLY, default=default,
                                         annotation=ann))
-
-    def command(**kwargs):
-        from kms_cli.cli.entry import dispatch
-
-        globals_ = dict(click.globals.get_current_context().find_root().obj or {})
-        params_ = {}
-        for k, v in kwargs.items():
-            if k.startswith("g_"):
-                if v not in (None, False):
-                    globals_[k[2:]] = v
-            else:
-                params_[k] = v if v is not None or not _is_multi(cmd, k) else []
-        if cmd.args and cmd.args[-1].rest and params_.get(cmd.args[-1].dest) is None:
-            params_[cmd.args[-1].dest] = []
-        raise typer.Exit(dispatch(cmd, globals_, params_) or 0)
-
+    command = _not_run(cmd)
     command.__signature__ = inspect.Signature(params)
     command.__annotations__ = {p.name: p.annotation for p in params}
     command.__name__ = cmd.path[-1].replace("-", "_")
-    command.__doc__ = cmd.help
+    command.__doc__ = escape(cmd.help)
     return command
-
-
-def _is_multi(cmd, dest):
-    return any(o.dest == dest and o.kind == "multi" for o in cmd.opts)
 
 
 def _version_callback(value: bool):
@@ -98,6 +185,7 @@ def build() -> typer.Typer:
         pretty_exceptions_enable=False,
         pretty_exceptions_show_locals=False,
         context_settings={"help_option_names": ["-h", "--help"]},
+        epilog=_epilog_text(_examples(spec.EXAMPLES)),
     )
     groups = {g.name: typer.Typer(name=g.name, help=g.help, no_args_is_help=True) for g in spec.GROUPS}
 
@@ -114,7 +202,7 @@ def build() -> typer.Typer:
                              callback=_version_callback, is_eager=True)))
 
     def root(ctx: typer.Context, **kwargs):
-        ctx.obj = {k: v for k, v in kwargs.items() if k != "version" and v not in (None, False)}
+        """Runs when click resolves a subcommand (for its help): nothing to do."""
 
     root.__signature__ = inspect.Signature(root_params)
     root.__annotations__ = {p.name: p.annotation for p in root_params}
@@ -127,7 +215,7 @@ def build() -> typer.Typer:
         if cmd.args and cmd.args[-1].rest:
             settings = {"allow_interspersed_args": False}
         target = groups[cmd.path[0]] if len(cmd.path) > 1 else app
-        target.command(name=cmd.path[-1], help=cmd.help, epilog=cmd.epilog, context_settings=settings)(fn)
+        target.command(name=cmd.path[-1], help=escape(cmd.help), epilog=epilog(cmd), context_settings=settings)(fn)
     for g in spec.GROUPS:
         if any(c.path[0] == g.name for c in spec.COMMANDS):
             app.add_typer(groups[g.name], name=g.name)
@@ -138,11 +226,15 @@ def click_command() -> click.Command:
     return typer.main.get_command(build())
 
 
-def run_typer(argv: list[str]) -> int:
+def run_typer(argv: list[str], to_stderr: bool = False) -> int:
+    """Let Typer handle `argv`: `[*PATH, "--help"]`, or a completion option. Nothing runs a handler."""
     command = click_command()
+    stdout = sys.stdout
+    if to_stderr:
+        sys.stdout = sys.stderr  # rich writes to sys.stdout as it is when it prints
     try:
         rv = command.main(args=argv, prog_name="kms-cli", standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as exc:  # click >= 8.2: `kms-cli` alone prints help
+    except click.exceptions.NoArgsIsHelpError as exc:  # click >= 8.2: a group alone prints its help
         sys.stdout.write(exc.ctx.get_help() + "\n")
         return 0
     except click.exceptions.UsageError as exc:
@@ -150,4 +242,11 @@ def run_typer(argv: list[str]) -> int:
                          hint="see `kms-cli --help`") from None
     except _ABORT:  # Ctrl-C at a prompt, in click versions that have Abort
         raise KeyboardInterrupt from None
+    finally:
+        sys.stdout = stdout
     return rv if isinstance(rv, int) else 0
+
+
+def complete() -> int:
+    """Answer the shell's completion request (_KMS_CLI_COMPLETE and COMP_WORDS... in the environment)."""
+    return run_typer([])

@@ -1,10 +1,12 @@
-"""The asymmetric algorithm registry: names, purposes, sizes, key generation and derivation.
+"""The asymmetric algorithm registry: names, purposes, sizes, and helpers shared by its operations.
 
 Every asymmetric algorithm of the spec (section 4, Keys) is one `Algorithm`
-entry keyed by its spec name. The operations live beside this module:
+entry keyed by its spec name. The operations live beside this module, above it
+(they import it; it imports none of them):
 
 - `kms_cli.crypto.sign`: `sign`, `verify`, streaming `begin_sign`/`begin_verify`.
 - `kms_cli.crypto.kem`: `encapsulate`, `decapsulate` (RSA-OAEP, ML-KEM, X-Wing).
+- `kms_cli.crypto.keygen`: `generate`, `public_key` for any algorithm (by purpose).
 - `kms_cli.crypto.pubkey`: PEM/JWK/raw export, `load_public`, `fingerprint`.
 
 Keys cross this layer as bytes only. Private forms (what the vault seals):
@@ -118,46 +120,6 @@ def algorithm(name: str, purpose: str | None = None) -> Algorithm:
             raise StateError(f"{name} is an encryption algorithm: it cannot sign")
         raise StateError(f"{name} is a signing algorithm: it cannot encrypt")
     return alg
-
-
-def generate(name: str) -> tuple[bytes, bytes]:
-    """Generate a key pair from the operating system's CSPRNG.
-
-    Args:
-        name: an algorithm name of the registry.
-
-    Returns:
-        (private_bytes, public_bytes) in the forms of the table in the module
-        docstring; `public_key(name, private_bytes) == public_bytes`.
-
-    Raises:
-        UsageError: unknown algorithm.
-    """
-    alg = algorithm(name)
-    if alg.purpose == SIGN:
-        from kms_cli.crypto import sign
-
-        return sign.generate(alg)
-    from kms_cli.crypto import kem
-
-    return kem.generate(alg)
-
-
-def public_key(name: str, private: bytes) -> bytes:
-    """Derive the public bytes from the private bytes (validates the private bytes).
-
-    Raises:
-        UsageError: unknown algorithm.
-        IntegrityError: the private bytes are not a valid key of this algorithm.
-    """
-    alg = algorithm(name)
-    if alg.purpose == SIGN:
-        from kms_cli.crypto import sign
-
-        return sign.public_from_private(alg, private)
-    from kms_cli.crypto import kem
-
-    return kem.public_from_private(alg, private)
 
 
 # ---- helpers shared by sign.py, kem.py and pubkey.py (not part of the API) ----

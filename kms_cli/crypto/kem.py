@@ -34,7 +34,7 @@ API:
   ciphertext, *, label=b"") -> bytes`: the raw steps, exposed for conformance
   tests.
 - `xwing_combiner(ss_m, ss_x, ct_x, pk_x) -> bytes`.
-- `generate(alg)`, `public_from_private(alg, private)`: used through `asym`.
+- `generate(alg)`, `public_from_private(alg, private)`: used through `keygen`.
 
 Raises: UsageError/StateError for unknown or signing algorithms;
 IntegrityError("invalid public key"/"invalid private key") for malformed keys;
@@ -169,7 +169,7 @@ def public_key_object(alg: Algorithm, public: bytes):
 
 
 def generate(alg: Algorithm) -> tuple[bytes, bytes]:
-    """A fresh key pair of an encryption algorithm (see `asym.generate`)."""
+    """A fresh key pair of an encryption algorithm (see `keygen.generate`)."""
     if alg.family == "rsa-oaep":
         from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -188,7 +188,7 @@ def generate(alg: Algorithm) -> tuple[bytes, bytes]:
 
 
 def public_from_private(alg: Algorithm, private: bytes) -> bytes:
-    """The public bytes of a private key of an encryption algorithm (see `asym.public_key`)."""
+    """The public bytes of a private key of an encryption algorithm (see `keygen.public_key`)."""
     private = bytes(private)
     if alg.family == "rsa-oaep":
         return asym.rsa_public_bytes(asym.rsa_private(private, _RSA_BITS).public_key())

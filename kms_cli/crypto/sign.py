@@ -49,7 +49,7 @@ lives only in the statement (the algorithm's native context stays empty).
 
 API (all take the algorithm's spec name; keys are the bytes of `asym`):
 
-- `generate(alg)` / `public_from_private(alg, private)`: used through `asym`.
+- `generate(alg)` / `public_from_private(alg, private)`: used through `keygen`.
 - `sign(alg, private, message, *, context=b"") -> bytes`: raw signature.
 - `verify(alg, public, message, signature, *, context=b"") -> bool`: raw.
 - `begin_sign(alg, private, *, raw=False, binding=b"", context=b"") -> Signer`.
@@ -200,7 +200,7 @@ def public_key_object(alg: Algorithm, public: bytes):
 
 
 def generate(alg: Algorithm) -> tuple[bytes, bytes]:
-    """A fresh key pair of a signing algorithm (see `asym.generate`)."""
+    """A fresh key pair of a signing algorithm (see `keygen.generate`)."""
     fam = alg.family
     if fam == "ed25519":
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -231,7 +231,7 @@ def generate(alg: Algorithm) -> tuple[bytes, bytes]:
 
 
 def public_from_private(alg: Algorithm, private: bytes) -> bytes:
-    """The public bytes of a private key of a signing algorithm (see `asym.public_key`)."""
+    """The public bytes of a private key of a signing algorithm (see `keygen.public_key`)."""
     key = _private(alg, private)
     fam = alg.family
     if fam == "ed25519":

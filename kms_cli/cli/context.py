@@ -115,11 +115,12 @@ class Ctx:
         return Options(path=s.vault, namespace=Namespace.parse(s.namespace), unlock=s.unlock,
                        source=self.source_options(**kw))
 
-    def open_vault(self):
+    def open_vault(self, **source_kw):
+        """`source_kw` go to the source options (e.g. allow_weak_passphrase for a command that seals)."""
         from kms_cli.errors import NotFoundError
         from kms_cli.vault import Vault
 
-        options = self.vault_options()
+        options = self.vault_options(**source_kw)
         try:
             return Vault.open(options)
         except NotFoundError as exc:
@@ -133,9 +134,9 @@ class Ctx:
                                 ) from None
 
     @contextmanager
-    def vault(self):
+    def vault(self, **source_kw):
         """`with ctx.vault() as vault:` opens (and unlocks) the vault around a command."""
-        v = self.open_vault()
+        v = self.open_vault(**source_kw)
         try:
             yield v
         finally:

@@ -30,6 +30,14 @@ def _build() -> dict[str, Algorithm]:
 ALGORITHMS = _build()
 
 
+def describe() -> str:
+    """The accepted algorithms grouped by purpose, in spec order (help and man page text)."""
+    by_purpose: dict[str, list[str]] = {}
+    for alg in ALGORITHMS.values():
+        by_purpose.setdefault(alg.purpose, []).append(alg.name)
+    return "; ".join(f"{purpose}: {', '.join(names)}" for purpose, names in by_purpose.items())
+
+
 def get(name: str) -> Algorithm:
     try:
         return ALGORITHMS[name]

@@ -206,7 +206,7 @@ def test_typer_commands_never_run(root):
 
 @pytest.mark.parametrize("argv", [
     ["encrypt", "-qa", "-ofile", "--key", "k"], ["encrypt", "-ao", "f"], ["encrypt", "-o-"], ["-q", "secret", "get", "x"],
-    ["encrypt", "-qx"], ["secret", "get", "--", "x"], ["secret", "get", "-", "--version=2"], ["key"], [],
+    ["encrypt", "-qx"], ["secret", "get", "--", "x"], ["secret", "get", "-", "--version=2"], ["key"],
     ["audit", "log", "-fq", "--since", "1h"], ["nosuch"], ["secret", "nosuch"],
 ])
 def test_short_options_and_odd_forms_agree(root, argv):

@@ -47,3 +47,26 @@ def test_install_completion(kms):
     r = kms("--install-completion", "bash", env={"SHELL": "/bin/bash"})
     assert r.code == 0, r.err
     assert "_KMS_CLI_COMPLETE" in (kms.tmp / "home" / ".bash_completions" / "kms-cli.sh").read_text()
+
+
+def test_manpage_is_dated_and_option_names_do_not_hyphenate():
+    from kms_cli import __version__
+
+    page = docs.manpage()
+    th = page.splitlines()[0]
+    assert th == f'.TH KMS\\-CLI 1 "{docs.RELEASE_DATES[__version__]}" "kms\\-cli {__version__}" "User Commands"'
+    assert "\\fB\\%\\-\\-expiring\\-within\\fR" in page and "\\fB\\%\\-\\-rotate\\-every\\fR" in page
+    assert "\\fB\\-\\-" not in page.replace("\\fB\\-\\-version\\fR", "").replace("\\fB\\-\\-help\\fR", "")
+
+
+def test_manpage_has_every_example_and_the_algorithms():
+    from kms_cli import algorithms
+    from kms_cli.cli import spec
+
+    page = docs.manpage()
+    for c in spec.COMMANDS:
+        for _, line in c.examples:
+            assert docs._roff(line, words=False) in page
+    for name in algorithms.ALGORITHMS:
+        assert "\\%" + name.replace("-", "\\-") in page
+    assert "KMS_CLI_VAULT" in page and "~/.local/share/kms\\-cli/vault.db" in page

@@ -167,19 +167,6 @@ def dispatch(cmd, global_flags: dict, params: dict) -> int:
     ctx = Ctx(global_flags)
     if params.get("output") == "-" or ctx.json:
         ctx.need_stdout()  # stdout closed: refuse before anything is read or written
-    try:
-        code = handler(ctx, **params)
-    except Exception as exc:
-        if type(exc).__module__ != "sqlite3":
-            raise
-        # A SQLite error no layer below translated: say what happened to the vault (full disk,
-        # read-only, locked, damaged) rather than "internal error".
-        from kms_cli.store import vault_error
-
-        settings = getattr(ctx, "_settings", None)
-        err = vault_error(exc, getattr(settings, "vault", None))
-        if err is None:
-            raise
-        raise err from exc
+    code = handler(ctx, **params)  # the store turns every driver error into a kms_cli error
     sys.stdout.flush()
     return code or 0

@@ -103,7 +103,7 @@ COMMANDS = (
         examples=(("Generate the key of the default env: source",
                    'export KMS_CLI_MASTER_KEY="$(kms-cli master generate)"'),
                   ("Keep one in a file only you can read", "(umask 077; kms-cli master generate > master.key)"))),
-    Cmd(("master", "list"), "List the slots: id, source (secrets masked), created, last used.",
+    Cmd(("master", "list"), "List the slots: id, source URI (never a secret), created, last used.",
         "kms_cli.cli.master:list_",
         examples=(("List the slots", "kms-cli master list"),
                   ("As JSON", "kms-cli --json master list"))),
@@ -305,7 +305,8 @@ COMMANDS = (
         examples=(("Import a .env file into a namespace", "kms-cli --namespace acme/prod secret import .env"),
                   ("From stdin", "kms-cli secret import - < prod.env"))),
     Cmd(("secret", "export"), "Export every secret of the namespace.", "kms_cli.cli.secret:export",
-        opts=(Opt(("--format",), "format", "dotenv or json.", metavar="FORMAT", default="dotenv",
+        opts=(Opt(("--format",), "format", "dotenv or json. dotenv is read back exactly by python-dotenv and sh; a "
+                  "value or name neither can take literally is refused (exit 2).", metavar="FORMAT", default="dotenv",
                   choices=("dotenv", "json")), _OUT),
         examples=(("A namespace as a dotenv file", "kms-cli --namespace acme/prod secret export -o prod.env"),
                   ("As JSON", "kms-cli secret export --format json -o secrets.json"))),
@@ -331,7 +332,8 @@ COMMANDS = COMMANDS + (
               Opt(("--mask",), "mask", "Replace injected values in CMD's output with ***.", kind="flag"),
               Opt(("--env-file-out",), "env_file_out", "Also write a 0600 dotenv file (deleted when CMD exits; "
                   "if kms-cli is killed with SIGKILL, by the next kms-cli command once CMD is gone too) "
-                  "and export its path as KMS_CLI_ENV_FILE.", metavar="PATH")),
+                  "and export its path as KMS_CLI_ENV_FILE; a value dotenv cannot carry safely is refused "
+                  "(exit 2) before CMD starts.", metavar="PATH")),
         epilog="VAR defaults to the last name segment upper-cased with '-' and '.' turned to '_', after --prefix. "
                "Everything after -- (or after CMD) is CMD's, -h and --help included.",
         examples=(("Run a program with DB_PASSWORD set", "kms-cli exec --secret acme/prod/db-password -- psql -h db"),
@@ -343,7 +345,7 @@ COMMANDS = COMMANDS + (
     Cmd(("env",), "Print secrets as shell assignments (eval-safe), dotenv, JSON or GitHub Actions env.",
         "kms_cli.cli.process:env",
         opts=(_SECRET_VAR, _ALL, _PREFIX,
-              Opt(("--format",), "format", "sh, dotenv, json or github.", metavar="FORMAT", default="sh",
+              Opt(("--format",), "format", "sh (any byte but NUL), dotenv, json or github.", metavar="FORMAT", default="sh",
                   choices=("sh", "dotenv", "json", "github"))),
         examples=(("Load a secret into the current shell", 'eval "$(kms-cli env --secret acme/prod/db-password)"'),
                   ("In a GitHub Actions step", "kms-cli --namespace ci env --all --format github"),

@@ -91,10 +91,3 @@ class Namespace:
 
     def relative(self, full: str) -> str:
         return full[len(self.prefix) + 1 :] if self.prefix else full
-
-    def like_pattern(self) -> str:
-        """A SQL LIKE pattern matching every name inside the namespace (escape char `\\`)."""
-        if not self.prefix:
-            return "%"
-        esc = self.prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        return esc + "/%"

@@ -44,8 +44,8 @@ PREFIX = "azure-kv://"
 CA_VAR = "KMS_CLI_AZURE_CA"
 ALG = "RSA-OAEP-256"
 _LABEL = b"kms-cli/slot/azure-kv/v1\x00"
-_HOST = re.compile(r"^[A-Za-z0-9.-]+(:\d{1,5})?$")
-_SEGMENT = re.compile(r"^[A-Za-z0-9-]+$")
+_HOST = re.compile(r"[A-Za-z0-9.-]+(:\d{1,5})?\Z")  # used with .match: anchored at both ends
+_SEGMENT = re.compile(r"[A-Za-z0-9-]+\Z")
 _INSTALL_HINT = "install the azure extra: pip install 'kms-cli[azure]'"
 
 

@@ -6,6 +6,7 @@ import os
 
 from kms_cli.crypto import chunked
 from kms_cli.errors import IntegrityError, NotFoundError, UnlockError, UsageError
+from kms_cli.names import is_env_name
 from kms_cli.providers.base import SourceOptions, encode_context
 
 DEFAULT_VAR = "KMS_CLI_MASTER_KEY"
@@ -77,6 +78,6 @@ class EnvSource:
 
 def from_uri(uri: str, options: SourceOptions) -> EnvSource:
     var = uri.partition(":")[2] or DEFAULT_VAR
-    if not var.replace("_", "a").isalnum() or var[0].isdigit():
+    if not is_env_name(var):
         raise UsageError(f"invalid environment variable name in source {uri!r}")
     return EnvSource(var=var, environ=options.environ or dict(os.environ))

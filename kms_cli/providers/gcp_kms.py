@@ -31,7 +31,7 @@ from kms_cli.providers.base import SourceOptions, encode_context
 PREFIX = "gcp-kms://"
 ENDPOINT_VAR = "KMS_CLI_GCP_ENDPOINT"
 _VERSION = b"\x01"
-_NAME = re.compile(r"^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$")
+_NAME = re.compile(r"projects/[^/\s]+/locations/[^/\s]+/keyRings/[^/\s]+/cryptoKeys/[^/\s]+\Z")
 _INSTALL_HINT = "install the gcp extra: pip install 'kms-cli[gcp]'"
 _SCOPES = ["https://www.googleapis.com/auth/cloudkms"]
 

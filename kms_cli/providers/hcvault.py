@@ -32,7 +32,7 @@ PREFIX = "hcvault://"
 _VERSION = b"\x01"
 _AEAD_TYPES = {"aes256-gcm96", "aes128-gcm96", "chacha20-poly1305"}
 _CIPHERTEXT = re.compile(rb"^vault:v\d+:[A-Za-z0-9+/=]+$")
-_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+_NAME = re.compile(r"[A-Za-z0-9._-]+\Z")
 _INSTALL_HINT = "install the vault extra: pip install 'kms-cli[vault]'"
 
 
@@ -212,7 +212,7 @@ def from_uri(uri: str, options: SourceOptions) -> HcVaultSource:
     body = uri[len(PREFIX):] if uri.startswith(PREFIX) else ""
     mount, sep, name = body.rpartition("/keys/")
     mount = mount.strip("/")
-    if not sep or not mount or not _NAME.match(name) or any(not p for p in mount.split("/")):
+    if not sep or not mount or not _NAME.match(name) or not all(_NAME.match(p) for p in mount.split("/")):
         raise UsageError(f"invalid hcvault source {uri!r}", hint="write hcvault://MOUNT/keys/NAME, e.g. hcvault://transit/keys/kms-cli")
     return HcVaultSource(
         mount=mount,

@@ -227,7 +227,7 @@ def _short(exc: BaseException) -> str:
 
 def from_uri(uri: str, options: SourceOptions) -> KeyringSource:
     service = uri.partition(":")[2] or DEFAULT_SERVICE
-    if any(c in service for c in "\n\r\0"):
+    if not service.isprintable():  # no line breaks, NUL or other control or separator characters
         raise UsageError(f"invalid keyring service name in source {uri!r}")
     return KeyringSource(service=service, environ=options.environ or dict(os.environ),
                          timeout=remote.Policy.from_options(options).timeout)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from kms_cli.errors import KmsError, NotFoundError, UnavailableError, UnlockError, UsageError
+from kms_cli.names import is_env_name
 from kms_cli.providers.base import SourceOptions, encode_context
 
 _LABEL = b"kms-cli/slot/pkcs11/v1\x00"
@@ -71,8 +72,13 @@ def _split(text: str, sep: str, what: str, allowed: set[str]) -> dict[str, str]:
             raise UsageError(f"unsupported pkcs11 uri attribute {name!r}")
         if name in out:
             raise UsageError(f"pkcs11 uri attribute {name!r} given twice")
-        # `id` is binary: percent-decode to raw bytes (held as latin-1 text)
+        # `id` is binary: percent-decode to raw bytes (held as latin-1 text); RFC 7512 spells
+        # every other byte %XX, so a character beyond latin-1 cannot be one
         out[name] = unquote(value, encoding="latin-1") if name == "id" else unquote(value)
+        if name == "id" and any(ord(c) > 0xFF for c in out[name]):
+            raise UsageError(f"invalid pkcs11 uri id {value!r}", hint="write the id's bytes as %XX (RFC 7512)")
+        if name != "id" and not out[name].isprintable():  # line breaks, NUL, other control characters
+            raise UsageError(f"invalid pkcs11 uri {what} attribute {name!r}: control characters or line breaks")
     return out
 
 
@@ -98,7 +104,8 @@ def parse_uri(uri: str) -> Pkcs11Uri:
             hint="for SoftHSM2: module-path=/usr/lib/softhsm/libsofthsm2.so",
         )
     pin = parsed.query.get("pin-source")
-    if pin is not None and not (pin.startswith("env:") or pin.startswith("file:")):
+    if pin is not None and not ((pin.startswith("env:") and is_env_name(pin[4:]))
+                                or (pin.startswith("file:") and len(pin) > 5)):
         raise UsageError("pin-source must be env:VAR or file:PATH")
     return parsed
 

@@ -25,5 +25,3 @@ def test_namespace_mapping():
     assert Namespace.parse("").full("a/b") == "a/b"
 
 
-def test_like_pattern_escapes_wildcards():
-    assert Namespace.parse("a_b").like_pattern() == "a\\_b/%"

@@ -415,35 +415,33 @@ def test_any_source_uri_parses_or_is_a_usage_error(prefix, tail):
     if src.scheme == "pkcs11":
         parsed = src.parsed
         assert parsed.token or "serial" in parsed.path
-        if "id" in parsed.path and all(ord(c) < 256 for c in parsed.path["id"]):  # see the xfail below
+        if "id" in parsed.path:
             assert isinstance(parsed.key_id, bytes)
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeEncodeError,
-                   reason="providers/pkcs11.py (not this file's owner): an id outside latin-1 parses, then "
-                          "Pkcs11Uri.key_id raises UnicodeEncodeError (exit 1 once a module is loaded)")
-def test_a_pkcs11_id_is_bytes_or_refused_when_parsed():
-    uri = "pkcs11:token=t;object=o;id=\u20ac?module-path=/x.so"
-    try:
-        src = providers.from_uri(uri, _options())
-    except UsageError:
-        return
-    assert isinstance(src.parsed.key_id, bytes)
-
-
-_LAX = "providers/* (not this file's owner) accept it; see the issue 11 section 5 report"
+def test_a_pkcs11_id_beyond_latin1_is_refused_when_parsed():
+    """RFC 7512 spells an id's bytes as %XX: a character beyond one byte is a usage error at parse
+    time (it used to parse, then fail at wrap with UnicodeEncodeError, exit 7)."""
+    with pytest.raises(UsageError, match="id"):
+        providers.from_uri("pkcs11:token=t;object=o;id=\u20ac?module-path=/x.so", _options())
+    assert providers.from_uri("pkcs11:token=t;object=o;id=%01%ff?module-path=/x.so",
+                              _options()).parsed.key_id == b"\x01\xff"
 
 
 @pytest.mark.parametrize("uri", [
-    # `$` in providers' regexes matches before a final newline: the newline stays in the key name / host
-    pytest.param("hcvault://transit/keys/k\n", marks=pytest.mark.xfail(strict=True, reason=_LAX)),
-    pytest.param("azure-kv://v.vault.azure.net/keys/k\n", marks=pytest.mark.xfail(strict=True, reason=_LAX)),
-    pytest.param("azure-kv://v.vault.azure.net\n/keys/k", marks=pytest.mark.xfail(strict=True, reason=_LAX)),
-    # gcp's [^/]+ takes blanks and newlines anywhere in the resource name
-    pytest.param("gcp-kms://projects/p q/locations/l\n/keyRings/r/cryptoKeys/k",
-                 marks=pytest.mark.xfail(strict=True, reason=_LAX)),
-    # env: checks names with str.isalnum, a second env-name rule (not names.is_env_name): Unicode passes
-    pytest.param("env:\u00c9", marks=pytest.mark.xfail(strict=True, reason=_LAX)),
+    # `$` in a regex matches before a final newline: providers anchor with \Z
+    "hcvault://transit/keys/k\n",
+    "azure-kv://v.vault.azure.net/keys/k\n",
+    "azure-kv://v.vault.azure.net\n/keys/k",
+    # no blanks or line breaks inside a resource name
+    "gcp-kms://projects/p q/locations/l\n/keyRings/r/cryptoKeys/k",
+    # env: and pin-source=env: names follow names.is_env_name (ASCII identifiers)
+    "env:\u00c9",
+    "keyring:a\u2028b",
+    "pkcs11:token=t;object=o?module-path=/x.so&pin-source=env:",
+    "pkcs11:token=t;object=o?module-path=/x.so&pin-source=file:",
+    "pkcs11:token=t\n;object=o?module-path=/x.so",
+    "hcvault://tran sit/keys/k",
     "aws-kms://a b",
     "env:1X",
     "env:A-B",

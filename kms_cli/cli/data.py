@@ -26,6 +26,18 @@ def _waiting(ctx, what: str) -> None:
              f"(or pass -i FILE)")
 
 
+def terminal_input(ctx, src, what: str):
+    """`src`, or when it is a terminal: say that the command waits for `what` (call it once
+    unlocked) and read it to the first end of file (one Ctrl-D: a terminal's end of file holds
+    for one read only, and a reader that reads on after a short read would wait for a second)."""
+    if not _from_terminal(src):
+        return src
+    import io
+
+    _waiting(ctx, what)
+    return io.BytesIO(src.read())
+
+
 def _armored_size(total: int | None) -> int | None:
     """The binary size an armored input of `total` bytes decodes to (64 characters and a newline
     per 48 bytes), for the bar's total."""
@@ -49,17 +61,13 @@ def encrypt(ctx, key, context, input, output, armor, public_key) -> int:  # noqa
     if not armor:
         refuse_binary_to_terminal(ctx, output, "binary ciphertext", _BINARY_HINT)
     src = fileio.open_input(input)
-    from_terminal = _from_terminal(src)
 
     def run(dst):
         if public_key:
-            if from_terminal:
-                _waiting(ctx, "plaintext")
-            return data.encrypt_to_public_key(fileio.read_input(public_key), pairs, src, dst)
+            return data.encrypt_to_public_key(fileio.read_input(public_key), pairs,
+                                              terminal_input(ctx, src, "plaintext"), dst)
         with ctx.vault() as vault:
-            if from_terminal:
-                _waiting(ctx, "plaintext")
-            return data.encrypt(vault, key, pairs, src, dst)
+            return data.encrypt(vault, key, pairs, terminal_input(ctx, src, "plaintext"), dst)
 
     if public_key:
         fileio.read_input(public_key)  # a missing key file fails before OUT is created
@@ -85,8 +93,7 @@ def decrypt(ctx, context, input, output) -> int:  # noqa: A002
     src = None if from_terminal else armor.open_input(raw)
     with ctx.vault() as vault:
         if from_terminal:  # unlocked (any passphrase asked) before waiting for the pasted ciphertext
-            _waiting(ctx, "ciphertext")
-            src = armor.open_input(raw)
+            src = armor.open_input(terminal_input(ctx, raw, "ciphertext"))
         if _is_armored(src, raw):
             total = _armored_size(total)
         with fileio.atomic_output(output) as dst, \
@@ -108,7 +115,7 @@ def rewrap(ctx, input, output) -> int:  # noqa: A002
         refuse_binary_to_terminal(ctx, output, "binary ciphertext", "write it to a file with -o FILE")
     with ctx.vault() as vault:
         if from_terminal:
-            _waiting(ctx, "ciphertext")
+            raw = terminal_input(ctx, raw, "ciphertext")
             src = armor.open_input(raw)
         armored = _is_armored(src, raw)
         if armored:

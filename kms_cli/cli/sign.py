@@ -11,8 +11,11 @@ def sign(ctx, key, input, output, raw, context) -> int:  # noqa: A002
     from kms_cli.vault import signing
 
     refuse_binary_to_terminal(ctx, output, "a binary signature", "write it to a file with -o SIG")
+    from kms_cli.cli.data import terminal_input
+
     src = fileio.open_input(input)
     with ctx.vault() as vault, progress(ctx, input_size(src), "signing") as p:
+        src = terminal_input(ctx, src, "data to sign")
         sig = signing.sign(vault, key, p.reader(src), raw=raw, context=(context or "").encode())
     with fileio.atomic_output(output) as dst:
         dst.write(sig)
@@ -24,9 +27,12 @@ def verify(ctx, key, signature, input, context) -> int:  # noqa: A002
 
     from kms_cli.cli.progress import input_size, progress
 
+    from kms_cli.cli.data import terminal_input
+
     sig = fileio.read_input(signature)
     src = fileio.open_input(input)
     with ctx.vault() as vault, progress(ctx, input_size(src), "verifying") as p:
+        src = terminal_input(ctx, src, "signed data")
         info = signing.verify(vault, key, sig, p.reader(src), context=(context or "").encode())
     ctx.emit(info, lambda i: ctx.info(f"valid signature by {i['key']} version {i['version']} ({i['algorithm']})"))
     return 0

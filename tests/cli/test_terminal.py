@@ -347,3 +347,21 @@ def test_master_add_refuses_a_weak_passphrase_unless_allowed(vault):
     assert r.code == 2 and "--allow-weak-passphrase" in r.err and "tulip7" not in r.err
     vault.ok("master", "add", "passphrase", "--allow-weak-passphrase", env={"KMS_CLI_PASSPHRASE": "tulip7"})
     assert len(vault.ok("--json", "master", "list").json()) == 2
+
+
+def test_sign_from_a_terminal_says_it_is_waiting(vault, tmp_path):
+    vault.ok("key", "create", "s", "--algorithm", "ed25519")
+    t = Term(vault, "sign", "--key", "s", "-o", tmp_path / "sig", stdin="tty", stdout="pipe", stderr="tty")
+    t.expect(b"kms-cli: waiting for the data to sign on standard input (a terminal)")
+    t.send(b"typed message\n\x04")
+    assert t.finish() == 0
+    vault.ok("verify", "--key", "s", "--signature", tmp_path / "sig", input=b"typed message\n")
+
+
+def test_encrypt_from_a_terminal_says_it_is_waiting_and_one_ctrl_d_ends_the_input(vault, tmp_path):
+    vault.ok("key", "create", "k")
+    t = Term(vault, "encrypt", "--key", "k", "-o", tmp_path / "c", stdin="tty", stdout="pipe", stderr="tty")
+    t.expect(b"kms-cli: waiting for the plaintext on standard input (a terminal)")
+    t.send(b"first line\nsecond line\n\x04")
+    assert t.finish() == 0
+    assert vault.ok("decrypt", "-i", tmp_path / "c").out == b"first line\nsecond line\n"

@@ -85,7 +85,9 @@ def verify(ctx) -> int:
                        "last_seq": result.last_seq})
     else:
         since = f" (from the checkpoint at seq {result.first_seq})" if result.first_seq > 1 else ""
-        ctx.stdout.write(f"ok: {result.entries} entries, chain and head intact{since}\n".encode())
+        from kms_cli.cli.output import plural
+
+        ctx.stdout.write(f"ok: {plural(result.entries, 'entry', 'entries')}, chain and head intact{since}\n".encode())
     return 0
 
 
@@ -109,7 +111,9 @@ def prune(ctx, before) -> int:
     if ctx.json:
         ctx.emit_json(info)
     elif info["pruned"]:
-        ctx.info(f"pruned {info['pruned']} entries older than {info['before']}; "
+        from kms_cli.cli.output import plural
+
+        ctx.info(f"pruned {plural(info['pruned'], 'entry', 'entries')} older than {info['before']}; "
                  f"the chain now starts at the checkpoint at seq {info['checkpoint']}")
     else:
         ctx.info(f"no entries older than {info['before']}")

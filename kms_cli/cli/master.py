@@ -35,14 +35,15 @@ def remove(ctx, slot) -> int:
     return 0
 
 
-def rotate(ctx) -> int:
+def rotate(ctx, allow_weak_passphrase) -> int:
+    from kms_cli.cli.output import plural
     from kms_cli.cli.progress import progress
     from kms_cli.vault import slots
 
-    with ctx.vault() as vault:
+    with ctx.vault(allow_weak_passphrase=allow_weak_passphrase) as vault:
         with progress(ctx, None, "re-sealing keys and secrets", unit="items") as p:
             info = slots.rotate(vault, progress=p.update if p else None)
     ctx.emit(info, lambda i: ctx.info(
-        f"new root key: re-sealed {i['key_versions']} key versions, {i['secret_versions']} secret versions "
-        f"and {i['slots']} slots"))
+        f"new root key: re-sealed {plural(i['key_versions'], 'key version')}, "
+        f"{plural(i['secret_versions'], 'secret version')} and {plural(i['slots'], 'slot')}"))
     return 0

@@ -117,7 +117,7 @@ COMMANDS = (
         examples=(("Find the slot's number", "kms-cli master list"),
                   ("Remove slot 2", "kms-cli master remove 2"))),
     Cmd(("master", "rotate"), "New root key: re-seal every key, secret and slot (ciphertexts stay valid).",
-        "kms_cli.cli.master:rotate",
+        "kms_cli.cli.master:rotate", opts=(_WEAK,),
         examples=(("Replace the root key", "kms-cli master rotate"),
                   ("Unlock with the passphrase slot to do it", "kms-cli --unlock passphrase master rotate"))),
     Cmd(("health",), "Check the vault, its slots, the audit chain, rotations and TTLs.",

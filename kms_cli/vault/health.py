@@ -78,7 +78,7 @@ class Report:
             return None
         if code == 10:
             warns = [c.name for c in self.checks if c.status == WARN]
-            return DegradedError(f"the vault is degraded: {len(warns)} warning(s): {', '.join(warns)}")
+            return DegradedError(f"the vault is degraded: {_plural(len(warns), 'warning')}: {', '.join(warns)}")
         first = next(c for c in self.checks if c.status == FAIL and (c.code or 5) == code)
         err = _ERRORS.get(code, KmsError)(f"the vault is unhealthy: {first.name}: {first.detail}")
         err.exit_code = code

@@ -84,7 +84,7 @@ def test_degraded_warnings_and_prometheus(vault):
     assert c["keys.destroy"]["status"] == "ok"
     assert json.loads(r.err.strip().splitlines()[-1])["error"] == {
         "code": "degraded", "exit": 10,
-        "message": "the vault is degraded: 3 warning(s): keys.rotation, keys.grace, secrets.ttl"}
+        "message": "the vault is degraded: 3 warnings: keys.rotation, keys.grace, secrets.ttl"}
     # rotating, revoking and replacing make it healthy again
     vault.ok("key", "rotate", "--due")
     vault.ok("key", "revoke", "g", "--version", "1", "--reason", "rewrapped")

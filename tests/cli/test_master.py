@@ -81,3 +81,15 @@ def test_master_rotate_refuses_when_a_source_is_missing(vault):
     assert r.code != 0
     assert vault.ok("secret", "get", "s").out == b"v"
     assert vault.ok("secret", "get", "s", env={"KMS_CLI_MASTER_KEY": None, "SECOND_KEY": OTHER}).out == b"v"
+
+
+def test_rotate_of_a_weak_passphrase_slot_needs_the_flag_it_names(tmp_path, kms):
+    """A passphrase re-sealed by `master rotate` is a passphrase being set: the same strength rule
+    as init and master add, and the same way past it."""
+    path = str(tmp_path / "weak.db")
+    env = {"KMS_CLI_VAULT": path, "KMS_CLI_PASSPHRASE": "kx9qz"}
+    kms.ok("init", "--master-key", "passphrase", "--allow-weak-passphrase", env=env)
+    r = kms("master", "rotate", env=env)
+    assert r.code == 2 and "--allow-weak-passphrase" in r.err and "kx9qz" not in r.err
+    out = kms.ok("master", "rotate", "--allow-weak-passphrase", env=env)
+    assert "re-sealed 0 key versions, 0 secret versions and 1 slot" in out.err

@@ -302,11 +302,8 @@ class SQLiteStore(Store):
         if self._depth:
             if not self._writing:
                 raise RuntimeError("a write inside a read snapshot (take the write transaction first)")
-            self._depth += 1
-            try:
+            with self._joined():
                 yield self
-            finally:
-                self._depth -= 1
             return
         self._exec_txn("BEGIN IMMEDIATE")
         self._depth, self._writing = 1, True
@@ -329,11 +326,8 @@ class SQLiteStore(Store):
     def read(self) -> Iterator["SQLiteStore"]:
         """A consistent snapshot: every read inside sees the vault as of one commit."""
         if self._depth:
-            self._depth += 1
-            try:
+            with self._joined():
                 yield self
-            finally:
-                self._depth -= 1
             return
         self._exec_txn("BEGIN")
         self._depth = 1
@@ -344,6 +338,15 @@ class SQLiteStore(Store):
         finally:
             self._depth = 0
             self._exec_txn("COMMIT")
+
+    @contextmanager
+    def _joined(self) -> Iterator["SQLiteStore"]:
+        """A nested transaction: it joins the outer one (which alone commits or rolls back)."""
+        self._depth += 1
+        try:
+            yield self
+        finally:
+            self._depth -= 1
 
     def _exec_txn(self, sql: str) -> None:
         try:

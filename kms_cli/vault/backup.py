@@ -1,7 +1,7 @@
 """Backup and restore of a vault file: consistent sealed copies out, checked copies in.
 
-Backup: SQLite's online backup API copies the database in one step, which is one
-read snapshot, so it is consistent while other processes write. The copy is just
+Backup: the store copies the database in one read snapshot (SQLite's online backup API),
+so it is consistent while other processes write. The copy is just
 the database: it stays sealed and opens only with the vault's master key sources.
 It is written 0600 to a temporary file beside OUT, fsynced, then renamed.
 
@@ -12,34 +12,14 @@ therefore holds the chain up to just before its own entry.
 
 Restore: FILE is copied beside the vault and every check runs on that copy (FILE
 itself is never written): it must open as a kms-cli vault, unlock with this
-invocation's master key sources, pass `PRAGMA integrity_check`, audit verification,
+invocation's master key sources, pass the store's integrity check, audit verification,
 and authentication of every sealed key and secret row. Only then is a
 `vault.restore` entry appended to the copy and the copy swapped in. Restoring over an
 existing vault needs `force`; a backup of another vault is allowed then, and reported.
 
-The swap is crash-safe: at every instant the vault path holds the old vault or the new
-one, never neither. A journal `<vault>.restore-journal` (locked with flock(2) by the
-restoring process for its lifetime) is written first, naming the checked copy (its
-inode) and the name the old vault is kept under. Then the old vault (its WAL
-checkpointed first; refused while another process holds it open) gets a second name,
-`<vault>.bak-<UTC time>`, by a hard link (a copy where links are not supported), as does
-any -wal; the -wal and stale -shm are removed from the vault path, so no leftover WAL is
-ever applied to the restored file; and the copy is renamed over the vault path, rename(2)
-replacing the old name atomically: that rename is the commit. The journal is removed last.
-The .bak files are deleted by `cleanup_after_restore`, called when a vault is next unlocked
-successfully (never while a journal exists).
-
-A restore killed at any point is finished or rolled back by the next command that opens the
-vault (`recover_interrupted_restore`, run before the vault file is opened, once the journal
-is no longer locked): if the vault path holds the copy's inode, the restore had committed and
-only the journal is removed; otherwise the old vault is still in place and the rest is undone
-(its WAL put back, the .bak names and the copy removed). Signals other than SIGKILL are held
-back during the swap, and during the checks they end the restore like ^C, removing the copy.
-
-Test hook (harmless, for crash tests only): KMS_CLI_TEST_CRASH_AT=restore:<step> makes the
-restoring process SIGKILL itself at that step of the swap: `journal` (journal written),
-`kept` (old vault linked to its .bak name), `wal` (its -wal/-shm removed from the vault path:
-the old "between the two renames"), `replaced` (copy renamed into place, journal still there).
+The swap is crash-safe, and a restore killed at any point is finished or rolled back by the
+next command that opens the vault: see `kms_cli/store/swap.py` (journal, .bak names, recovery,
+and the KMS_CLI_TEST_CRASH_AT test hook).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from kmshelp import Kms, base_env
+from strategies import toml_files
 
 from kms_cli import config, names, template
 from kms_cli.durations import parse_duration
@@ -174,16 +175,10 @@ def test_read_of_hostile_references(box, text):
 
 # -- config.toml ---------------------------------------------------------------------------------
 
-_toml_pieces = st.one_of(
-    st.binary(max_size=16),
-    st.sampled_from([b"namespace = ", b"timeout = ", b"retries = ", b"no_color = ", b"unlock = ", b"vault = ",
-                     b'"x"', b'"app"', b'"env:KMS_CLI_MASTER_KEY"', b"1", b"1e400", b"nan", b"true", b"[", b"]",
-                     b"{", b"}", b"[vault]", b"\n", b"=", b"#", b"\xff", b"\x00", b"1979-05-27", b"'''"]),
-)
 
 
 @CLI
-@given(st.lists(_toml_pieces, max_size=8).map(b"".join))
+@given(toml_files(8))
 @example(b"timeout = [\n")
 @example(b"\xff\xfe")
 @example(b"a = " + b"[" * 5000)

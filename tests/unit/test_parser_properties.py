@@ -22,6 +22,7 @@ from kms_cli import armor, config, envelope, names, providers, template
 from kms_cli.durations import MAX_DURATION, format_duration, parse_duration
 from kms_cli.errors import IntegrityError, KmsError, UsageError
 from kms_cli.providers.base import SourceOptions
+from strategies import toml_files
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -472,17 +473,10 @@ def test_any_env_master_key_is_32_bytes_or_a_usage_error(text):
 
 # -- config.toml from arbitrary bytes ------------------------------------------------------------
 
-_toml_pieces = st.one_of(
-    st.binary(max_size=30),
-    st.text(max_size=30).map(str.encode),
-    st.sampled_from([b"vault = ", b"namespace = ", b"timeout = ", b"retries = ", b"no_color = ", b"unlock = ",
-                     b'"x"', b"'x'", b'"""', b"1", b"1e400", b"nan", b"true", b"[", b"]", b"{", b"}", b"[[a]]",
-                     b"[vault]", b"\n", b"\r\n", b"=", b"#", b"\xff", b"\x00", b"\\u0000", b"1979-05-27", b"a.b = 1"]),
-)
 
 
 @SETTINGS
-@given(st.lists(_toml_pieces, max_size=12).map(b"".join))
+@given(toml_files(12))
 @example(b"vault = \n")
 @example(b"timeout = 5\ntimeout = 6\n")
 @example(b"a = " + b"[" * 3000)

@@ -1,0 +1,19 @@
+"""Hypothesis strategies shared by the unit properties and the black-box hostile-input tests."""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+# Pieces of a config.toml: raw bytes, settings kms-cli reads, TOML syntax and what breaks it.
+TOML_PIECES = st.one_of(
+    st.binary(max_size=30),
+    st.text(max_size=30).map(str.encode),
+    st.sampled_from([b"vault = ", b"namespace = ", b"timeout = ", b"retries = ", b"no_color = ", b"unlock = ",
+                     b'"x"', b"'x'", b'"app"', b'"env:KMS_CLI_MASTER_KEY"', b'"""', b"'''", b"1", b"1e400", b"nan",
+                     b"true", b"[", b"]", b"{", b"}", b"[[a]]", b"[vault]", b"\n", b"\r\n", b"=", b"#", b"\xff",
+                     b"\x00", b"\\u0000", b"1979-05-27", b"a.b = 1"]),
+)
+
+
+def toml_files(max_pieces: int):
+    return st.lists(TOML_PIECES, max_size=max_pieces).map(b"".join)

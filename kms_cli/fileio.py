@@ -94,25 +94,14 @@ def write_private(path: str, data: bytes) -> None:
         f.write(data)
 
 
-def pending_dir(environ=None) -> str | None:
-    """Where kms-cli notes the files a killed process would leave behind (see `kms_cli.leftovers`):
-    $XDG_STATE_HOME/kms-cli/pending, by default ~/.local/state/kms-cli/pending; None without a home."""
-    env = os.environ if environ is None else environ
-    base = env.get("XDG_STATE_HOME")
-    if not base or not os.path.isabs(base):
-        home = env.get("HOME")
-        if not home:
-            return None
-        base = os.path.join(home, ".local", "state")
-    return os.path.join(base, "kms-cli", "pending")
-
-
 def sweep_leftovers() -> None:
     """Remove what killed kms-cli processes left behind; run by every command before its work.
 
     On every command's path, so cheap: one listdir of a directory that is missing or empty
     unless something is pending, and `kms_cli.leftovers` imported only then.
     """
+    from kms_cli.pending import pending_dir
+
     path = pending_dir()
     try:
         if path is None or not os.listdir(path):

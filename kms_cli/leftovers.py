@@ -13,7 +13,7 @@ the instant between Python's last check and a read(2) that then blocks (a stalle
 is acted on only when that read returns, with more input or at end of file.
 
 SIGKILL and power loss cannot be handled. A file that would then stay behind is registered
-(`register`): a small marker in the per-user directory `fileio.pending_dir()` (0700) names the file
+(`register`): a small marker in the per-user directory `pending.pending_dir()` (0700) names the file
 (path, device and inode) and the processes it belongs to (boot id, pid, start time). Every
 command looks at that directory once (`fileio.sweep_leftovers`: one listdir, of a directory
 that is missing or empty unless something is pending) and removes the files of markers whose processes
@@ -184,7 +184,7 @@ def gone(ident: dict) -> bool:
 
 def _own_dir(create: bool) -> str | None:
     """pending_dir(), made 0700 if `create`; None unless it is a directory of this user's."""
-    from kms_cli.fileio import pending_dir
+    from kms_cli.pending import pending_dir
 
     path = pending_dir()
     if path is None:

@@ -26,6 +26,14 @@ def _waiting(ctx, what: str) -> None:
              f"(or pass -i FILE)")
 
 
+def announce_terminal_input(ctx, path: str | None, what: str) -> None:
+    """Before a command reads `what` whole from `-i -`/stdin: say so when stdin is a terminal."""
+    import sys
+
+    if path in (None, "-") and _from_terminal(sys.stdin):
+        _waiting(ctx, what)
+
+
 def terminal_input(ctx, src, what: str):
     """`src`, or when it is a terminal: say that the command waits for `what` (call it once
     unlocked) and read it to the first end of file (one Ctrl-D: a terminal's end of file holds

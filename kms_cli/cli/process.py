@@ -121,6 +121,9 @@ def inject(ctx, input, output) -> int:  # noqa: A002
     from kms_cli import template
     from kms_cli.vault import secrets
 
+    from kms_cli.cli.data import announce_terminal_input
+
+    announce_terminal_input(ctx, input, "template")
     tpl = fileio.read_input(input)
     refs = template.references(tpl)
     # The output is opened (its directory checked, its temporary file made) before the audited

@@ -95,6 +95,9 @@ def import_(ctx, file) -> int:
     from kms_cli import dotenv
     from kms_cli.vault import secrets
 
+    from kms_cli.cli.data import announce_terminal_input
+
+    announce_terminal_input(ctx, file, "dotenv lines")
     # As python-dotenv reads a file: UTF-8, CRLF and CR turned to LF (inside quoted values too);
     # unlike its default loader, ${...} is NOT expanded: a value is what the file says.
     items = [(k, v.encode()) for k, v in dotenv.load(fileio.read_input(file))]

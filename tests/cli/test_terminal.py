@@ -365,3 +365,16 @@ def test_encrypt_from_a_terminal_says_it_is_waiting_and_one_ctrl_d_ends_the_inpu
     t.send(b"first line\nsecond line\n\x04")
     assert t.finish() == 0
     assert vault.ok("decrypt", "-i", tmp_path / "c").out == b"first line\nsecond line\n"
+
+
+def test_inject_and_import_from_a_terminal_say_they_are_waiting(vault):
+    vault.ok("secret", "put", "db", input=b"pw")
+    t = Term(vault, "inject", stdin="tty", stdout="pipe", stderr="tty")
+    t.expect(b"kms-cli: waiting for the template on standard input (a terminal)")
+    t.send(b"password={{ kms://db }}\n\x04")
+    assert t.finish() == 0 and t.out == b"password=pw\n"
+    t = Term(vault, "secret", "import", "-", stdin="tty", stdout="pipe", stderr="tty")
+    t.expect(b"kms-cli: waiting for the dotenv lines on standard input (a terminal)")
+    t.send(b"TOKEN=abc\n\x04")
+    assert t.finish() == 0
+    assert vault.ok("secret", "get", "TOKEN").out == b"abc"

@@ -658,8 +658,6 @@ class SQLiteStore(Store):
             raise UnavailableError("could not fold the vault's write-ahead log into it (another process has it open)")
 
 
-Store = SQLiteStore  # the name tests and older code use
-
 
 def checkpoint_file(path: str) -> bool | None:
     """Fold the WAL of the vault file at `path` into it: True when done, False when another

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+# The calling process's pid when an agent process runs a command for it (its peer credentials).
+PID: int | None = None
+
 # (variable that must be set, name reported); checked in order.
 _CI_SYSTEMS = (
     ("GITHUB_ACTIONS", "github-actions"),
@@ -33,4 +36,4 @@ def current(environ=None) -> dict:
         except (ImportError, KeyError, OSError):
             user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
     host = os.uname().nodename if hasattr(os, "uname") else os.environ.get("COMPUTERNAME", "unknown")
-    return {"user": user, "host": host, "pid": os.getpid(), "ci": ci_system(environ)}
+    return {"user": user, "host": host, "pid": PID or os.getpid(), "ci": ci_system(environ)}

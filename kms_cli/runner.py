@@ -216,6 +216,11 @@ def _exit_code(status: int) -> int:
     return 128 - code if code < 0 else code
 
 
+# Set in a process the agent forked to run `exec` for a client: (argv, env, mask_values, env_file,
+# dotenv_text) -> exit code, handing CMD to the client to start.
+DELEGATE = None
+
+
 def run(
     argv: list[str],
     env: Mapping[str, str],
@@ -243,6 +248,8 @@ def run(
     """
     if not argv:
         raise UsageError("missing command to run", hint="kms-cli exec [OPTIONS] -- CMD [ARGS...]")
+    if DELEGATE is not None:  # a command run by the agent: the client starts CMD (kms_cli/agent/child.py)
+        return DELEGATE(argv, env, mask_values, env_file, dotenv_text)
     if report is None:
         def report(message: str) -> None:
             _stderr_line("error", message)

@@ -55,6 +55,8 @@ GLOBAL_OPTS = (
         "(without a TTY, KMS_CLI_PASSPHRASE may hold the passphrase itself).", metavar="F"),
     Opt(("--quiet", "-q"), "quiet", "No informational output on stderr.", kind="flag"),
     Opt(("--no-color",), "no_color", "Plain output.", kind="flag", envvar="NO_COLOR"),
+    Opt(("--no-agent",), "no_agent", "Unlock here even when the agent holds the vault.", kind="flag",
+        envvar="KMS_CLI_NO_AGENT"),
 )
 
 GROUPS = (
@@ -62,6 +64,7 @@ GROUPS = (
     Group("secret", "Store and read versioned secrets."),
     Group("master", "Master key sources (slots) that seal the vault's root key."),
     Group("audit", "The tamper-evident audit log."),
+    Group("agent", "The per-user agent: unlock once, then every command is served without the master key."),
 )
 
 # Shown by `kms-cli --help` and the man page.
@@ -85,6 +88,9 @@ _WEAK = Opt(("--allow-weak-passphrase",), "allow_weak_passphrase",
             "Accept a passphrase slot's passphrase under 12 characters or easy to guess.", kind="flag")
 _NAME_KEY = Arg("name", "Key name.", metavar="NAME")
 _NAME_SECRET = Arg("name", "Secret name.", metavar="NAME")
+_IDLE = Opt(("--idle",), "idle", "Forget a vault after DUR without use (default 5m).", metavar="DUR", kind="dur")
+_MAX = Opt(("--max",), "max", "Forget a vault DUR after it was unlocked, whatever the use (default 1h).",
+           metavar="DUR", kind="dur")
 _VERSION = Opt(("--version",), "version", "A specific version.", kind="int", metavar="N")
 
 COMMANDS = (
@@ -120,6 +126,32 @@ COMMANDS = (
         "kms_cli.cli.master:rotate", opts=(_WEAK,),
         examples=(("Replace the root key", "kms-cli master rotate"),
                   ("Unlock with the passphrase slot to do it", "kms-cli --unlock passphrase master rotate"))),
+    # -- sessions: the agent --------------------------------------------------
+    Cmd(("unlock",), "Unlock the vault once and hand it to the agent (started if none runs).",
+        "kms_cli.cli.agent_cmds:unlock", opts=(_IDLE, _MAX),
+        epilog="Every later command on this vault, by any process of yours, is served by the agent until "
+               "`kms-cli lock`, `kms-cli agent stop`, --idle without use, or --max after unlocking "
+               "(wall-clock time). The root key never leaves the agent.",
+        examples=(("Unlock a passphrase vault for this session", "kms-cli unlock"),
+                  ("Hold it for 8 hours, forgotten after 30 minutes unused", "kms-cli unlock --max 8h --idle 30m"))),
+    Cmd(("lock",), "Make the agent forget this vault (or every vault); exit 0 even when it held nothing.",
+        "kms_cli.cli.agent_cmds:lock",
+        opts=(Opt(("--all",), "all", "Forget every vault the agent holds.", kind="flag"),),
+        examples=(("Forget this vault", "kms-cli lock"), ("Forget every vault", "kms-cli lock --all"))),
+    Cmd(("agent", "start"), "Start the agent in the background and return once it listens (exit 8 if one runs).",
+        "kms_cli.cli.agent_cmds:start",
+        opts=(_IDLE, _MAX, Opt(("--foreground",), "foreground", "Run in this process until stopped.",
+                               kind="flag")),
+        epilog="Socket: KMS_CLI_AGENT_SOCK, else $XDG_RUNTIME_DIR/kms-cli/agent.sock, else "
+               "<tmp>/kms-cli-<uid>/agent.sock (directory 0700, socket 0600). Only your uid is served.",
+        examples=(("Start the agent", "kms-cli agent start"),
+                  ("Run it under a supervisor", "kms-cli agent start --foreground"))),
+    Cmd(("agent", "status"), "Show the agent and the vaults it holds (exit 3 when none answers).",
+        "kms_cli.cli.agent_cmds:status",
+        examples=(("Is a vault held, and until when?", "kms-cli agent status"),
+                  ("The same for a script", "kms-cli --json agent status"))),
+    Cmd(("agent", "stop"), "Make the agent forget every vault and exit.", "kms_cli.cli.agent_cmds:stop",
+        examples=(("Stop the agent", "kms-cli agent stop"),)),
     Cmd(("health",), "Check the vault, its slots, the audit chain, rotations and TTLs.",
         "kms_cli.cli.health_cmds:health",
         opts=(Opt(("--format",), "format", "text, json or prometheus.", metavar="FORMAT", default="text",

@@ -51,6 +51,11 @@ class Options:
         return f"Options(path={self.path!r}, namespace={self.namespace.prefix!r}, unlock={self.unlock!r})"
 
 
+# Set in a process the agent forked to run a command: (path, vault_id, slots) -> (root, slot) when
+# the agent holds that vault (its root key instead of an unlock), else None. See kms_cli/agent/child.py.
+HELD = None
+
+
 class Vault:
     def __init__(self, store: Store, vault_id: bytes, root: bytes, options: Options, slot_id: int | None,
                  slot_blob: bytes | None = None):
@@ -107,7 +112,8 @@ class Vault:
             legacy = store.get_meta("auth") != rows.AUTH_VERSION
         if not slots:
             raise IntegrityError("the vault has no slots", hint="the vault file was edited outside kms-cli")
-        root, slot = _unlock(store, vault_id, slots, options)
+        held = HELD(options.path, vault_id, slots) if HELD is not None else None
+        root, slot = held if held is not None else _unlock(store, vault_id, slots, options)
         vault = cls(store, vault_id, root, options, slot_id=slot["id"], slot_blob=slot["blob"])
         vault._slot_last_used = slot["last_used"]
         if legacy:

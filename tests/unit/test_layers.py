@@ -67,8 +67,10 @@ def test_the_cli_goes_through_the_vault_layer():
 
 
 def test_nothing_below_imports_the_cli():
+    # the entry point, and the agent's command processes (they run the CLI with a held key)
+    hosts = ("kms_cli.__main__", "kms_cli.agent.child")
     bad = {name: sorted(i for i in _imports(tree, name) if _in(i, "kms_cli.cli"))
-           for name, tree in MODULES.items() if not _in(name, "kms_cli.cli") and name != "kms_cli.__main__"}
+           for name, tree in MODULES.items() if not _in(name, "kms_cli.cli") and name not in hosts}
     assert {k: v for k, v in bad.items() if v} == {}
 
 

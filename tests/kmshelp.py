@@ -93,6 +93,9 @@ def base_env(tmp: Path) -> dict:
         "XDG_DATA_HOME": str(home / ".local/share"),
         "KMS_CLI_VAULT": str(tmp / "vault.db"),
         "KMS_CLI_MASTER_KEY": MASTER_KEY,
+        # each test's own agent socket (none runs unless the test starts one): never the user's agent
+        "KMS_CLI_AGENT_SOCK": str(tmp / "agent" / "agent.sock"),
+        "XDG_STATE_HOME": str(home / ".local/state"),
         "PYTHONPATH": str(ROOT),
         "NO_COLOR": "1",
     })

@@ -136,6 +136,24 @@ class Agent:
         self.listener = s
         self.sel.register(s, selectors.EVENT_READ, "accept")
 
+    def preload(self) -> None:
+        """Import what commands use, once: each command's process is forked from this one and
+        would otherwise import the vault, the crypto layer and SQLite again for every request."""
+        import importlib
+
+        for name in ("sqlite3", "kms_cli.store.sqlite", "kms_cli.vault.core", "kms_cli.vault.rows",
+                     "kms_cli.vault.secrets", "kms_cli.vault.keys", "kms_cli.vault.data", "kms_cli.vault.signing",
+                     "kms_cli.vault.audit", "kms_cli.vault.slots", "kms_cli.vault.health", "kms_cli.cli.entry",
+                     "kms_cli.cli.parse", "kms_cli.cli.context", "kms_cli.cli.secret", "kms_cli.cli.key",
+                     "kms_cli.cli.data", "kms_cli.cli.process", "kms_cli.cli.sign", "kms_cli.cli.audit_cmds",
+                     "kms_cli.cli.output", "kms_cli.config", "kms_cli.runner", "kms_cli.template",
+                     "kms_cli.envformat", "kms_cli.dotenv", "kms_cli.fileio", "kms_cli.agent.child",
+                     "kms_cli.crypto.chunked", "kms_cli.crypto.wrap", "kms_cli.providers.env", "json"):
+            try:
+                importlib.import_module(name)
+            except ImportError as exc:  # an optional extra: its commands import it themselves
+                self._log(f"could not preload {name}: {exc}")
+
     def serve_forever(self) -> None:
         import signal
 

@@ -99,6 +99,7 @@ def start(ctx, idle, max, foreground) -> int:  # noqa: A002
     no_core_dumps()
     agent = server.Agent(path, idle_s, max_s, log=sys.stderr)
     lock = _single_instance(path)
+    agent.preload()
     agent.listen()
     ctx.info(f"agent listening on {path} (pid {os.getpid()})")
     try:

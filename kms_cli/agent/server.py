@@ -111,6 +111,7 @@ class Agent:
         self.started = time.time()
         self.stopping = False
         self.listener = None
+        self.bound = None  # (st_dev, st_ino) of the socket file this agent bound
 
     # -- life ------------------------------------------------------------------------------
     def listen(self) -> None:
@@ -131,6 +132,8 @@ class Agent:
         finally:
             os.umask(old)
         os.chmod(self.path, 0o600)
+        st = os.stat(self.path)
+        self.bound = (st.st_dev, st.st_ino)
         s.listen(64)
         s.setblocking(False)
         self.listener = s
@@ -175,7 +178,10 @@ class Agent:
             self.forget(vault_id, "stop")
         if self.listener is not None:
             try:
-                if os.path.exists(self.path) and os.stat(self.path).st_ino == os.fstat(self.listener.fileno()).st_ino:
+                # fstat of a socket descriptor names its sockfs inode, never the bound file's:
+                # compare with the file's identity recorded at bind time
+                st = os.stat(self.path)
+                if (st.st_dev, st.st_ino) == self.bound:
                     os.unlink(self.path)
             except OSError:
                 pass

@@ -14,6 +14,7 @@ def health(ctx, format, expiring_within=None) -> int:
 
     window = checks.SOON if expiring_within is None else parse_duration(expiring_within)
     report = checks.run(ctx.vault_options(), expiring_within=window)
+    _agent_check(ctx, report)
     fmt = "json" if ctx.json else format
     if fmt == "json":
         ctx.emit_json(report.to_dict())
@@ -31,3 +32,31 @@ def health(ctx, format, expiring_within=None) -> int:
     if err is not None:
         raise err
     return 0
+
+
+def _agent_check(ctx, report) -> None:
+    """Whether the agent holds this vault and until when; its counters go to the metrics."""
+    import json
+    import os
+
+    from kms_cli.agent import client
+    from kms_cli.agent.protocol import socket_path
+    from kms_cli.errors import KmsError
+    from kms_cli.vault.health import OK
+
+    try:
+        answer = client.request(b"status", path=socket_path(ctx.environ))
+    except KmsError:
+        answer = None
+    if answer is None:  # no agent: nothing to report (the report is what it was before agents)
+        return
+    status = json.loads(answer[0])
+    path = os.path.realpath(ctx.settings.vault)
+    held = next((v for v in status["vaults"] if v["vault"] == path), None)
+    report.metrics["agent"] = {"counters": status.get("counters", {}), "held": held is not None,
+                               "expires": held and held["expires"], "idle_expires": held and held["idle_expires"]}
+    if held is None:
+        report.add("agent", OK, f"the agent (pid {status['pid']}) does not hold this vault")
+    else:
+        report.add("agent", OK, f"held by the agent (pid {status['pid']}) until {held['expires']}, forgotten at "
+                                f"{held['idle_expires']} unless used")

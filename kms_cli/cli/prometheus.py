@@ -24,6 +24,11 @@ class Gauges:
             lbl = ",".join(f'{k}="{_label(str(v))}"' for k, v in labels.items())
             self.lines.append(f"kms_cli_{name}{{{lbl}}} {_num(value)}" if lbl else f"kms_cli_{name} {_num(value)}")
 
+    def counter(self, name: str, help_: str, value: float) -> None:
+        self.lines.append(f"# HELP kms_cli_{name} {help_}")
+        self.lines.append(f"# TYPE kms_cli_{name} counter")
+        self.lines.append(f"kms_cli_{name} {_num(value)}")
+
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"
 
@@ -57,4 +62,17 @@ def health(report) -> str:
     if "audit_entries" in m:
         gauge("audit_entries", "Entries in the audit log (after any prune).", [({}, m["audit_entries"])])
         gauge("audit_last_seq", "Sequence number of the newest audit entry.", [({}, m["audit_last_seq"])])
+    if "agent" in m:
+        agent = m["agent"]
+        gauge("agent_holds_vault", "1 when the agent holds this vault (commands run without unlocking).",
+              [({}, int(agent["held"]))])
+        if agent["held"]:
+            from kms_cli import durations
+
+            gauge("agent_vault_expires_timestamp_seconds", "When the agent forgets this vault at the latest.",
+                  [({}, durations.parse_rfc3339(agent["expires"]))])
+        c = agent["counters"]
+        out.counter("agent_requests_total", "Commands sent to the agent since it started.", c.get("requests", 0))
+        out.counter("agent_hits_total", "Commands the agent ran with a vault it held.", c.get("hits", 0))
+        out.counter("agent_misses_total", "Commands the agent handed back (vault not held).", c.get("misses", 0))
     return out.text()

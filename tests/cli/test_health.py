@@ -175,3 +175,24 @@ def test_secret_expiring_within_the_window_warns(vault):
     assert vault("health", "--expiring-within", "30s").code == 0
     assert vault("health", "--expiring-within", "0s").code == 0
     assert vault("health", "--expiring-within", "60d").code == 10
+
+
+def test_health_reports_the_agent_holding_the_vault_and_its_counters(vault):
+    """With an agent holding the vault: an `agent` check naming until when, and in Prometheus the
+    agent's request and hit counters (a cache's hit rate, as the services in this field export)."""
+    vault.ok("unlock")
+    try:
+        env_without_key = {"KMS_CLI_MASTER_KEY": None}
+        vault.ok("secret", "put", "s", input=b"v", env=env_without_key)  # served: no key in the environment
+        doc = vault.ok("--json", "health", env=env_without_key).json()
+        agent = next(c for c in doc["checks"] if c["name"] == "agent")
+        assert agent["status"] == "ok" and "held by the agent" in agent["detail"]
+        prom = vault.ok("health", "--format", "prometheus", env=env_without_key).text
+        assert "kms_cli_agent_holds_vault 1" in prom
+        hits = int(next(line.split()[1] for line in prom.splitlines() if line.startswith("kms_cli_agent_hits_total")))
+        assert hits >= 3
+        assert "# TYPE kms_cli_agent_requests_total counter" in prom
+    finally:
+        vault.ok("agent", "stop")
+    doc = vault.ok("--json", "health").json()
+    assert all(c["name"] != "agent" for c in doc["checks"])

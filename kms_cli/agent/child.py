@@ -89,7 +89,7 @@ def _fingerprint(path: str) -> tuple[str, bytes] | None:
     """The vault id and slot set of the file at `path` now (None: not a readable vault)."""
     from kms_cli.errors import KmsError
     from kms_cli.store import open_store
-    from kms_cli.vault.session import slots_fingerprint
+    from kms_cli.vault.session import identity
 
     try:
         store = open_store(path)
@@ -98,8 +98,8 @@ def _fingerprint(path: str) -> tuple[str, bytes] | None:
     try:
         with store.read():
             vault_id = store.get_meta("vault_id")
-            return vault_id, slots_fingerprint(store.slots())
-    except KmsError:
+            return vault_id, identity(path, store.slots())
+    except (KmsError, OSError):
         return None
     finally:
         store.close()

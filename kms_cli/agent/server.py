@@ -348,8 +348,7 @@ class Agent:
             self._log("warning: could not lock the root key's memory page against swap (mlock); "
                       "raise RLIMIT_MEMLOCK to have it locked")
         self.held[vault_id] = h
-        return {"vault": path, "id": vault_id, "idle_expires": self.status_of(h)["idle_expires"],
-                "expires": self.status_of(h)["expires"]}
+        return {"vault": path, "id": vault_id, **self.status_of(h)}
 
     def status_of(self, h: Held) -> dict:
         from kms_cli import durations
@@ -390,10 +389,7 @@ class Agent:
                     pass
             finally:
                 os._exit(code)
-        try:
-            os.waitpid(child, 0)
-        except ChildProcessError:
-            pass
+        self.children[child] = None  # reaped by the loop: writing the entry never holds up other clients
 
     # -- running a command ----------------------------------------------------------------------
     def _run(self, c: _Conn, fields: list[bytes]) -> None:
@@ -460,7 +456,7 @@ class Agent:
             if pid == 0:
                 return
             events = self.children.pop(pid, None)
-            if events is not None and not events.closed:
+            if events is not None and not events.closed:  # None: an agent.lock writer
                 try:
                     self._child_event(events)  # what it wrote last
                     self.sel.unregister(events)

@@ -176,13 +176,14 @@ def unlock(ctx, idle, max) -> int:  # noqa: A002
     from kms_cli.agent import client, server
     from kms_cli.vault import session
 
-    idle_s, max_s = _seconds(idle, server.DEFAULT_IDLE), _seconds(max, server.DEFAULT_MAX)
+    # without --idle/--max the agent's own (`agent start --idle/--max`, else 5m and 1h) apply
+    idle_s, max_s = _seconds(idle, 0), _seconds(max, 0)
     if _status(ctx) is None:
         _spawn(ctx, server.DEFAULT_IDLE, server.DEFAULT_MAX)
     with ctx.vault() as vault:
-        info = session.hand_over(vault, idle_s, max_s)
-    answer = client.request(b"hold", info["path"], info["vault_id"], info["root"], info["slot_id"], idle_s, max_s,
-                            info["fingerprint"], path=_socket(ctx))
+        info = session.hand_over(vault, idle_s or None, max_s or None)
+    answer = client.request(b"hold", info["path"], info["vault_id"], info["root"], info["slot_id"],
+                            idle_s or b"", max_s or b"", info["fingerprint"], path=_socket(ctx))
     if answer is None:
         raise UnavailableError("the agent stopped before it took the vault", hint="run `kms-cli unlock` again")
     held = json.loads(answer[0])
@@ -191,6 +192,5 @@ def unlock(ctx, idle, max) -> int:  # noqa: A002
                        "expires": held["expires"]})
     else:
         ctx.info(f"the agent holds {held['vault']} until {held['expires']} "
-                 f"(forgotten sooner after {idle_s // 60 if idle_s % 60 == 0 else idle_s}"
-                 f"{'m' if idle_s % 60 == 0 else 's'} unused)")
+                 f"(forgotten at {held['idle_expires']} unless used)")
     return 0

@@ -113,7 +113,18 @@ def _why(exc: BaseException) -> str:
 
 
 def _wait(s, pid: int) -> int:
-    """The command runs in agent process `pid`: wait for its end, passing ^C on to it."""
+    """The command runs in agent process `pid`: wait for its end, passing ^C, SIGTERM and SIGHUP on
+    to it (the command then ends as it would here: temporary files removed, exit 128+N)."""
+    import _signal  # the C module: `signal` imports enum
+
+    def forward(signo, frame):
+        try:
+            os.kill(pid, signo)
+        except OSError:
+            pass
+
+    for signo in (_signal.SIGTERM, _signal.SIGHUP):
+        _signal.signal(signo, forward)
     s.settimeout(None)
     while True:
         try:

@@ -50,6 +50,16 @@ def _take_client(cwd: str, umask: int, env: dict, fds: list[int]) -> None:
     os.environ.update(env)
 
 
+def _fresh_signals() -> None:
+    """The signal dispositions of a fresh kms-cli process, not the agent's (which stops on SIGTERM)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as Python sets it at start-up
+
+
 def _parse_run(fields: list[bytes]):
     def text(b: bytes) -> str:
         return b.decode("utf-8", "surrogateescape")
@@ -122,6 +132,7 @@ def serve(sock, fields: list[bytes], fds: list[int], peer_pid: int, held: dict, 
         return 2
     sock.setblocking(True)
     sock.settimeout(None)
+    _fresh_signals()
     _take_client(cwd, umask, env, fds)
     try:
         path, h, cmd = _held_for(argv, held)

@@ -143,13 +143,22 @@ def signatures(work: str, env: dict, quick: bool) -> None:
         subprocess.run([PY, script] + (["--quick"] if quick else []), env=env, check=True)
 
 
+def agent(work: str, env: dict, quick: bool, count: int) -> None:
+    """issue 12: `secret get` through the agent beside a bare interpreter, --no-agent and `pass show`,
+    on env, passphrase and AWS KMS (moto) vaults; sequential loops; the agent's own latency."""
+    script = os.path.join(ROOT, "scripts", "bench_agent.py")
+    if os.path.exists(script):
+        print("\n== the agent (kms-cli unlock): its own vaults, agent, socket, GNUPGHOME and password store ==")
+        subprocess.run([PY, script, "--secrets", str(count)] + (["--quick"] if quick else []), env=env, check=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mb", type=int, default=1024)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--secrets", type=int, default=10_000)
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    ap.add_argument("--only", choices=("throughput", "cold-start", "audit", "sign"))
+    ap.add_argument("--only", choices=("throughput", "cold-start", "agent", "audit", "sign"))
     args = ap.parse_args()
     if args.quick:
         args.size_mb, args.reps, args.secrets = 64, 1, 1000
@@ -163,6 +172,8 @@ def main() -> None:
             throughput(work, env, args.size_mb, args.reps)
         if args.only in (None, "cold-start"):
             cold_start(work, env, max(args.reps, 20), args.secrets)
+        if args.only in (None, "agent"):
+            agent(work, env, args.quick, args.secrets)
         if args.only in (None, "audit"):
             audit_verify(work, env)
         if args.only in (None, "sign"):

@@ -282,6 +282,16 @@ def _unpem(text: bytes) -> tuple[str, bytes]:
     return label, der
 
 
+def _is_json(data: bytes) -> bool:
+    import json
+
+    try:
+        json.loads(data)
+    except ValueError:
+        return False
+    return True
+
+
 def load_public(data: bytes, alg: str | None = None) -> tuple[str, bytes]:
     """Read a public key file: PEM, SPKI DER, JWK JSON, or raw bytes when `alg` is given.
 
@@ -307,7 +317,8 @@ def load_public(data: bytes, alg: str | None = None) -> tuple[str, bytes]:
             found = "ed25519-ml-dsa-65", to_raw("ed25519-ml-dsa-65", der)
         else:
             raise UsageError(f"unsupported PEM block: {label[:40]}")
-    elif stripped.startswith(b"{"):
+    elif stripped.startswith(b"{") and (alg is None or _is_json(stripped)):
+        # (raw key bytes may begin with "{": 1 in 256 of them; with `alg` they are read as raw)
         found = _from_jwk(stripped)
     elif alg is None and data[:1] == b"\x30":
         found = _from_der(data)

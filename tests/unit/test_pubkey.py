@@ -189,3 +189,13 @@ def test_fingerprint_matches_openssl(tmp_path, name):
     der = subprocess.run(["openssl", "pkey", "-pubin", "-in", "pub.pem", "-outform", "DER"],
                          cwd=tmp_path, capture_output=True, check=True, timeout=30).stdout
     assert der == pubkey.to_der(name, pub)
+
+
+@pytest.mark.parametrize("name", ["ed25519", "ml-dsa-44"])
+def test_raw_key_bytes_that_begin_like_json_or_pem_whitespace_are_raw(name):
+    """Raw public keys are random bytes: 1 in 256 begins with "{" (or blanks then "{"); given the
+    algorithm they are raw, not a JWK that fails to parse (an intermittent failure before)."""
+    _, pub = keypair(name)
+    for prefix in (b"{", b" {", b"\n{"):
+        raw = prefix + pub[len(prefix):]
+        assert pubkey.load_public(raw, name) == (name, raw)

@@ -297,6 +297,7 @@ def test_idle_timeout_forgets(pvault):
     assert "agent.lock" in [e["op"] for e in audit(pvault)]
 
 
+@pytest.mark.slow
 def test_use_restarts_idle_and_max_ends_it_anyway(pvault):
     pvault.ok("secret", "put", "a", input=b"v", env=UNLOCK_ENV)
     unlock(pvault, "--idle", "2s", "--max", "4s")

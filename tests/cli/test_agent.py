@@ -473,3 +473,14 @@ def test_restore_through_agent_with_held_key_only(held):
     held.ok("backup", "-o", "b.bak")
     r = held("restore", "b.bak", "--force")
     assert r.code == 0, r.err
+
+
+def test_agent_start_timers_are_the_defaults_of_later_unlocks(pvault):
+    pvault.ok("agent", "start", "--idle", "20m", "--max", "3h")
+    unlock(pvault)
+    [v] = status_json(pvault)["vaults"]
+    assert abs(_ts(v["idle_expires"]) - _ts(v["unlocked"]) - 1200) <= 2
+    assert abs(_ts(v["expires"]) - _ts(v["unlocked"]) - 3 * 3600) <= 1
+    unlock(pvault, "--idle", "1m")  # unlock's own option wins
+    [v] = status_json(pvault)["vaults"]
+    assert abs(_ts(v["idle_expires"]) - _ts(v["unlocked"]) - 60) <= 2

@@ -24,6 +24,8 @@ import sys
 
 from kms_cli.agent import protocol
 
+FDS_TIMEOUT = 5.0  # seconds for the client to send its descriptors once told to
+
 # Commands whose success changes what the agent may hold: the vault is forgotten after them.
 _FORGET_AFTER = {("master", "add"), ("master", "remove"), ("master", "rotate"), ("restore",)}
 
@@ -37,17 +39,33 @@ def _text_stream(fd: int, mode: str, errors: str):
                             write_through=tty)
 
 
-def _take_client(cwd: str, umask: int, env: dict, fds: list[int]) -> None:
+def _take_place(cwd: str, umask: int, env: dict) -> None:
+    """The client's working directory, umask and environment."""
+    os.chdir(cwd)
+    os.umask(umask)
+    os.environ.clear()
+    os.environ.update(env)
+
+
+def _take_streams(sock) -> None:
+    """Receive the client's stdin, stdout and stderr and make them this process's 0, 1 and 2."""
+    import socket
+
+    sock.settimeout(FDS_TIMEOUT)
+    try:
+        data, fds, _flags, _addr = socket.recv_fds(sock, 1, 3)
+    finally:
+        sock.settimeout(None)
+    if len(fds) != 3:
+        for fd in fds:
+            os.close(fd)
+        raise protocol.ProtocolError("the client did not send its standard streams")
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
     sys.stdin = _text_stream(0, "rb", "strict")
     sys.stdout = _text_stream(1, "wb", "strict")
     sys.stderr = _text_stream(2, "wb", "backslashreplace")
-    os.chdir(cwd)
-    os.umask(umask)
-    os.environ.clear()
-    os.environ.update(env)
 
 
 def _fresh_signals() -> None:
@@ -115,7 +133,7 @@ def _fingerprint(path: str) -> tuple[str, bytes] | None:
         store.close()
 
 
-def serve(sock, fields: list[bytes], fds: list[int], peer_pid: int, held: dict, events_fd: int) -> int:
+def serve(sock, fields: list[bytes], peer_pid: int, held: dict, events_fd: int) -> int:
     """Run one command for a client; returns this process's exit status (not the command's)."""
     events = os.fdopen(events_fd, "w", buffering=1)
 
@@ -133,7 +151,11 @@ def serve(sock, fields: list[bytes], fds: list[int], peer_pid: int, held: dict, 
     sock.setblocking(True)
     sock.settimeout(None)
     _fresh_signals()
-    _take_client(cwd, umask, env, fds)
+    try:
+        _take_place(cwd, umask, env)
+    except OSError:  # the client's directory is gone or not ours to enter: it runs the command itself
+        sock.sendall(protocol.encode(b"fallback", "cannot enter the client's working directory"))
+        return 0
     try:
         path, h, cmd = _held_for(argv, held)
     except Exception:  # noqa: BLE001 - a bad command line, a bad config: the client reports it itself
@@ -151,6 +173,10 @@ def serve(sock, fields: list[bytes], fds: list[int], peer_pid: int, held: dict, 
 
     client.ENABLED = False
     sock.sendall(protocol.encode(b"pid", os.getpid()))
+    try:
+        _take_streams(sock)
+    except (OSError, protocol.ProtocolError):
+        return 0  # the client gave up (timed out, killed): nothing of the command has run
     from kms_cli.cli.entry import run
 
     code = run(argv)
@@ -172,8 +198,8 @@ def _install_hooks(sock, h, peer_pid: int) -> None:
 
     actor.PID = peer_pid  # the audit entry names the calling process
 
-    def held_root(path: str, vault_id: bytes, slots: list[dict]):
-        if os.path.realpath(path) != h.path or vault_id.hex() != h.vault_id:
+    def held_root(vault_id: bytes, slots: list[dict]):  # core checks the slot's tag under it
+        if vault_id.hex() != h.vault_id:
             return None
         for s in slots:
             if s["id"] == h.slot_id:
@@ -203,7 +229,7 @@ def record_lock(h, reason: str, pid: int | None) -> None:
     if pid:
         actor.PID = pid
 
-    def held_root(path, vault_id, slots):
+    def held_root(vault_id, slots):
         for s in slots:
             if s["id"] == h.slot_id and vault_id.hex() == h.vault_id:
                 return bytes(h.root), s

@@ -79,13 +79,7 @@ def run(argv: list[str]) -> int | None:
     env = [f"{k}={v}" for k, v in os.environ.items()]
     msg = protocol.encode(b"run", protocol.VERSION, cwd, mask, len(argv), *argv, len(env), *env)
     try:
-        import _socket
-
-        # SCM_RIGHTS with descriptors 0, 1, 2 (what socket.send_fds does, without importing it)
-        sent = s.sendmsg([msg], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, (0).to_bytes(4, sys.byteorder)
-                                  + (1).to_bytes(4, sys.byteorder) + (2).to_bytes(4, sys.byteorder))])
-        if sent < len(msg):
-            s.sendall(msg[sent:])
+        s.sendall(msg)
         first = protocol.recv_frame(s)
     except (OSError, protocol.ProtocolError) as exc:  # includes the timeout: nothing started
         s.close()
@@ -102,6 +96,16 @@ def run(argv: list[str]) -> int | None:
     if kind != b"pid" or len(first) != 2 or not first[1].isdigit():
         s.close()
         warn("the agent answered something unexpected; unlocking without it")
+        return None
+    try:
+        import _socket
+
+        # SCM_RIGHTS with descriptors 0, 1, 2 (what socket.send_fds does, without importing socket.py)
+        s.sendmsg([b"."], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, (0).to_bytes(4, sys.byteorder)
+                            + (1).to_bytes(4, sys.byteorder) + (2).to_bytes(4, sys.byteorder))])
+    except OSError as exc:
+        s.close()
+        warn(f"the agent did not take the command ({_why(exc)}); unlocking without it")
         return None
     return _wait(s, int(first[1]))
 

@@ -7,8 +7,10 @@ parser beyond `int()` and slicing, so a garbage frame is a clean `ProtocolError`
 anything else. Frames are at most `MAX_FRAME` bytes: a larger announced length is refused
 before anything is read.
 
-Client -> agent (the first frame of a connection; `run` carries the client's stdin, stdout
-and stderr descriptors with SCM_RIGHTS):
+Client -> agent (the first frame of a connection). After `run`, once the agent has answered
+`pid`, the client sends one more byte carrying its stdin, stdout and stderr descriptors
+(SCM_RIGHTS): only a process that is about to run the command ever holds them, so an agent that
+hangs before it answers keeps no pipe of the caller's open.
     run      VERSION cwd umask argc argv... envc K=V...
     hold     VERSION path vault_id root slot_id idle max slots-fingerprint
     status   VERSION

@@ -51,8 +51,8 @@ class Options:
         return f"Options(path={self.path!r}, namespace={self.namespace.prefix!r}, unlock={self.unlock!r})"
 
 
-# Set in a process the agent forked to run a command: (path, vault_id, slots) -> (root, slot) when
-# the agent holds that vault (its root key instead of an unlock), else None. See kms_cli/agent/child.py.
+# Set in a process the agent forked to run a command: (vault_id, slots) -> (root, slot) when the
+# agent holds that vault (its root key instead of an unlock), else None. See kms_cli/agent/child.py.
 HELD = None
 
 
@@ -112,7 +112,7 @@ class Vault:
             legacy = store.get_meta("auth") != rows.AUTH_VERSION
         if not slots:
             raise IntegrityError("the vault has no slots", hint="the vault file was edited outside kms-cli")
-        held = HELD(options.path, vault_id, slots) if HELD is not None else None
+        held = _held(vault_id, slots) if HELD is not None else None
         root, slot = held if held is not None else _unlock(store, vault_id, slots, options)
         vault = cls(store, vault_id, root, options, slot_id=slot["id"], slot_blob=slot["blob"])
         vault._slot_last_used = slot["last_used"]
@@ -270,6 +270,20 @@ def _vault_id(store: Store, path: str) -> bytes:
     if len(vault_id) != 16:
         raise IntegrityError(f"the vault id in {path} is damaged", hint="the vault file was edited outside kms-cli")
     return vault_id
+
+
+def _held(vault_id: bytes, slots: list[dict]):
+    """The agent's root key for this vault, when it opens this file's slot as `_unlock` would
+    check it (the slot's tag under that key): a vault copy made by this very command (restore's
+    checked copy) opens with it too, a file of another vault or of other slots never does."""
+    held = HELD(vault_id, slots)
+    if held is None:
+        return None
+    root, slot = held
+    sub = Subkeys.derive(root, vault_id)
+    if not equal(slot_tag(sub.slot, vault_id, slot["id"], slot["uri"], slot["blob"]), slot["tag"]):
+        return None
+    return root, slot
 
 
 def _unlock(store: Store, vault_id: bytes, slots: list[dict], options: Options, *, record: bool = True):

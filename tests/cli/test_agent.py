@@ -465,9 +465,6 @@ def test_restore_through_agent_forgets(held):
     assert held.ok("secret", "get", "a", env=UNLOCK_ENV).out == b"before"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: restore through the agent checks the backup by unlocking it with the "
-                   "environment's sources only, not the held root key of that same vault: a valid backup of the held "
-                   "vault is refused with exit 5 'not a backup this master key opens'")
 def test_restore_through_agent_with_held_key_only(held):
     held.ok("secret", "put", "a", input=b"before")
     held.ok("backup", "-o", "b.bak")

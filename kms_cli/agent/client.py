@@ -195,15 +195,19 @@ def unpack_exec(fields: list[bytes]):
 
 def request(kind: bytes, *fields, path: str | None = None) -> list[bytes] | None:
     """One request to the agent (status, hold, lock, stop): the answer's fields, or None when no
-    agent answers. An `error` answer raises the kms_cli error it names."""
+    agent runs (no socket, or nothing listens on it). An agent that accepts but does not answer
+    (hung, stopped) raises UnavailableError; an `error` answer raises the kms_cli error it names."""
     s = connect(path, quiet_if_absent=False)
     if s is None:
         return None
     try:
         s.sendall(protocol.encode(kind, protocol.VERSION, *fields))
         answer = protocol.recv_frame(s)
-    except (OSError, protocol.ProtocolError):
-        return None
+    except (OSError, protocol.ProtocolError) as exc:
+        from kms_cli.errors import UnavailableError
+
+        raise UnavailableError(f"the agent at {path or protocol.socket_path()} does not answer ({_why(exc)})",
+                               hint="`kms-cli agent status`; kill the agent's process if it stays so") from None
     finally:
         s.close()
     if answer[0] == b"error":

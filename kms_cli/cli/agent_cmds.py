@@ -71,10 +71,17 @@ def _spawn(ctx, idle: int, max_: int) -> int:
     raise UnavailableError("the agent did not start listening in time", hint=f"see {log}")
 
 
-def _status(ctx) -> dict | None:
+def _status(ctx, *, hung_is_absent: bool = True) -> dict | None:
+    """The agent's status, None when none answers (a hung one too, unless `hung_is_absent` is False:
+    then UnavailableError)."""
     from kms_cli.agent import client
 
-    answer = client.request(b"status", path=_socket(ctx))
+    try:
+        answer = client.request(b"status", path=_socket(ctx))
+    except UnavailableError:
+        if not hung_is_absent:
+            raise
+        return None
     return None if answer is None else json.loads(answer[0])
 
 
@@ -83,7 +90,7 @@ def start(ctx, idle, max, foreground) -> int:  # noqa: A002
 
     idle_s, max_s = _seconds(idle, server.DEFAULT_IDLE), _seconds(max, server.DEFAULT_MAX)
     path = _socket(ctx)
-    running = _status(ctx)
+    running = _status(ctx, hung_is_absent=False)
     if running is not None:
         raise AlreadyExistsError(f"an agent already runs (pid {running['pid']}) on {path}",
                                  hint="`kms-cli agent stop` first to start another")
@@ -178,7 +185,7 @@ def unlock(ctx, idle, max) -> int:  # noqa: A002
 
     # without --idle/--max the agent's own (`agent start --idle/--max`, else 5m and 1h) apply
     idle_s, max_s = _seconds(idle, 0), _seconds(max, 0)
-    if _status(ctx) is None:
+    if _status(ctx, hung_is_absent=False) is None:
         _spawn(ctx, server.DEFAULT_IDLE, server.DEFAULT_MAX)
     with ctx.vault() as vault:
         info = session.hand_over(vault, idle_s or None, max_s or None)

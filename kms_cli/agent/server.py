@@ -348,7 +348,7 @@ class Agent:
             self._log("warning: could not lock the root key's memory page against swap (mlock); "
                       "raise RLIMIT_MEMLOCK to have it locked")
         self.held[vault_id] = h
-        return {"vault": path, "id": vault_id, **self.status_of(h)}
+        return {"vault": path, "id": vault_id, **self.status_of(h), "memory_locked": h.locked_memory}
 
     def status_of(self, h: Held) -> dict:
         from kms_cli import durations

@@ -194,6 +194,9 @@ def unlock(ctx, idle, max) -> int:  # noqa: A002
     if answer is None:
         raise UnavailableError("the agent stopped before it took the vault", hint="run `kms-cli unlock` again")
     held = json.loads(answer[0])
+    if not held.get("memory_locked", True):
+        ctx.warn("the agent could not lock the root key's memory against swap (mlock: raise RLIMIT_MEMLOCK, "
+                 "`ulimit -l`); it holds the vault anyway")
     if ctx.json:
         ctx.emit_json({"vault": held["vault"], "id": held["id"], "idle_expires": held["idle_expires"],
                        "expires": held["expires"]})

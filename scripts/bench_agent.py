@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -233,8 +234,12 @@ def main() -> None:
 
         before = agent.counters()
         times: dict[str, list[float]] = {k: [] for k in cmds}
-        for _ in range(args.rounds):  # interleaved: a slow spell of the shared machine hits every row
-            for label, (cmd, env) in cmds.items():
+        order = random.Random(12)
+        for _ in range(args.rounds):  # interleaved: a slow spell of the shared machine hits every row;
+            labels = list(cmds)
+            order.shuffle(labels)  # and shuffled: no row always runs first or after the same one
+            for label in labels:
+                cmd, env = cmds[label]
                 times[label].append(run(cmd, env))
         after = agent.counters()
         served = after["hits"] - before["hits"]
@@ -276,7 +281,10 @@ def main() -> None:
             loops["pass show (warm gpg-agent)"] = lambda i: (pw.cmd, pw.env)
         rates: dict[str, list[float]] = {k: [] for k in loops}
         for _ in range(args.loop_rounds):
-            for label, make in loops.items():
+            loop_labels = list(loops)
+            order.shuffle(loop_labels)
+            for label in loop_labels:
+                make = loops[label]
                 t = time.perf_counter()
                 for i in range(args.loop):
                     cmd, env = make(i)

@@ -26,6 +26,10 @@ from kms_cli.agent import protocol
 
 FDS_TIMEOUT = 5.0  # seconds for the client to send its descriptors once told to
 
+# Commands the agent never runs: they make a vault, talk to the agent, or unlock.
+_NOT_SERVED = {("init",), ("master", "generate"), ("agent", "start"), ("agent", "status"), ("agent", "stop"),
+               ("unlock",), ("lock",)}
+
 # Commands whose success changes what the agent may hold: the vault is forgotten after them.
 _FORGET_AFTER = {("master", "add"), ("master", "remove"), ("master", "rotate"), ("restore",)}
 
@@ -102,8 +106,8 @@ def _held_for(argv: list[str], held: dict):
     from kms_cli.cli.parse import parse
     from kms_cli.config import resolve
 
-    parsed = parse(argv)
-    if parsed.cmd is None:
+    parsed = parse(argv)  # a usage error, --help or --version: raised or no command: run by the client
+    if parsed.cmd is None or parsed.version or tuple(parsed.cmd.path) in _NOT_SERVED or parsed.globals.get("unlock"):
         return None, None, None
     settings = resolve(parsed.globals, os.environ)
     path = os.path.realpath(settings.vault)

@@ -61,7 +61,10 @@ def connect(path: str | None = None, *, quiet_if_absent: bool = True):
 
 
 def run(argv: list[str]) -> int | None:
-    """Run a vault command through the agent; None when it must run in this process."""
+    """Run a command through the agent; None when it must run in this process (no agent, or the
+    agent does not serve it: not a held vault's command, a usage error, help)."""
+    if not os.path.exists(protocol.socket_path()):
+        return None  # no agent: one stat
     for fd in (0, 1, 2):
         try:
             os.fstat(fd)

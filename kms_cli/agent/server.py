@@ -151,7 +151,10 @@ class Agent:
                      "kms_cli.cli.data", "kms_cli.cli.process", "kms_cli.cli.sign", "kms_cli.cli.audit_cmds",
                      "kms_cli.cli.output", "kms_cli.config", "kms_cli.runner", "kms_cli.template",
                      "kms_cli.envformat", "kms_cli.dotenv", "kms_cli.fileio", "kms_cli.agent.child",
-                     "kms_cli.crypto.chunked", "kms_cli.crypto.wrap", "kms_cli.providers.env", "json"):
+                     "kms_cli.crypto.chunked", "kms_cli.crypto.wrap", "kms_cli.providers.env", "json",
+                     "kms_cli.vault.session", "kms_cli.hardening", "kms_cli.pending", "kms_cli.agent.client",
+                     "cryptography.hazmat.primitives.hmac", "pwd", "resource", "kms_cli.vault.backup",
+                     "kms_cli.cli.health_cmds", "kms_cli.cli.master", "kms_cli.cli.backup_cmds"):
             try:
                 importlib.import_module(name)
             except ImportError as exc:  # an optional extra: its commands import it themselves

@@ -54,10 +54,13 @@ def _spawn(ctx, idle: int, max_: int) -> int:
     log = _log_path(ctx)
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "kms_cli", "agent", "start", "--foreground",
+        # From "/" and with -P (3.11+): `-m` would put the caller's directory first on the import
+        # path, and a `kms_cli/` there would be the code that receives every root key.
+        safe_path = ["-P"] if sys.version_info >= (3, 11) else []
+        proc = subprocess.Popen([sys.executable, *safe_path, "-m", "kms_cli", "agent", "start", "--foreground",
                                  "--idle", f"{idle}s", "--max", f"{max_}s"],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=fd, env=env,
-                                start_new_session=True, close_fds=True)
+                                cwd="/", start_new_session=True, close_fds=True)
     finally:
         os.close(fd)
     deadline = time.monotonic() + START_WAIT

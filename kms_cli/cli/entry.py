@@ -128,16 +128,20 @@ def run(argv: list[str]) -> int:
         return _internal(exc, as_json)
 
 
-# Commands that never go through the agent: they make a vault, talk to the agent, or unlock.
-_NO_AGENT = {("init",), ("master", "generate"), ("agent", "start"), ("agent", "status"), ("agent", "stop"),
-             ("unlock",), ("lock",)}
-
-
 def _run(argv: list[str]) -> int:
     if os.environ.get("_KMS_CLI_COMPLETE"):  # the shell asks for completions (see completions/)
         from kms_cli.cli.typer_app import complete
 
         return complete()
+    if argv:
+        from kms_cli.agent import client
+
+        # With an agent running, the command line goes to it first, before the command table is
+        # even loaded: it runs the command when it holds the vault (None: not served, run it here).
+        if client.ENABLED and not client.disabled(argv):
+            code = client.run(argv)
+            if code is not None:
+                return code
     from kms_cli.cli.parse import ForTyper, parse
 
     try:
@@ -156,13 +160,6 @@ def _run(argv: list[str]) -> int:
 
         run_typer(["--help"], to_stderr=True)
         return UsageError.exit_code
-    if parsed.cmd.path not in _NO_AGENT and not parsed.globals.get("unlock"):
-        from kms_cli.agent import client
-
-        if client.ENABLED and not client.disabled(argv):
-            code = client.run(argv)  # the agent holds this vault: it runs the command (None: run it here)
-            if code is not None:
-                return code
     return dispatch(parsed.cmd, parsed.globals, parsed.params)
 
 

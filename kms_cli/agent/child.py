@@ -117,10 +117,11 @@ def _held_for(argv: list[str], held: dict):
     return path, None, parsed.cmd
 
 
-def _fingerprint(path: str) -> tuple[str, bytes] | None:
-    """The vault id and slot set of the file at `path` now (None: not a readable vault)."""
+def _fingerprint(path: str, keep: bool = False) -> tuple[str, bytes] | None:
+    """The vault id and slot set of the file at `path` now (None: not a readable vault). `keep`:
+    the connection is handed to the command's own open_store (see store.adopt)."""
     from kms_cli.errors import KmsError
-    from kms_cli.store import open_store
+    from kms_cli.store import adopt, open_store
     from kms_cli.vault.session import identity
 
     try:
@@ -130,11 +131,15 @@ def _fingerprint(path: str) -> tuple[str, bytes] | None:
     try:
         with store.read():
             vault_id = store.get_meta("vault_id")
-            return vault_id, identity(path, store.slots())
+            found = vault_id, identity(path, store.slots())
     except (KmsError, OSError):
-        return None
-    finally:
         store.close()
+        return None
+    if keep:
+        adopt(path, store)
+    else:
+        store.close()
+    return found
 
 
 def serve(sock, fields: list[bytes], peer_pid: int, held: dict, events_fd: int) -> int:
@@ -164,7 +169,7 @@ def serve(sock, fields: list[bytes], peer_pid: int, held: dict, events_fd: int) 
         path, h, cmd = _held_for(argv, held)
     except Exception:  # noqa: BLE001 - a bad command line, a bad config: the client reports it itself
         path, h, cmd = None, None, None
-    current = _fingerprint(path) if h is not None else None
+    current = _fingerprint(path, keep=True) if h is not None else None
     if h is None or current is None or current != (h.vault_id, h.fingerprint):
         if h is not None:
             tell(f"forget {h.vault_id}")  # the file at that path is another vault now, or its slots changed

@@ -10,7 +10,24 @@ from __future__ import annotations
 from kms_cli.store.base import SCHEMA_VERSION, BadText, Store  # noqa: F401 - the interface
 
 
+_ADOPTED: dict[str, Store] = {}
+
+
+def adopt(location: str, store: Store) -> None:
+    """The next `open_store(location)` in this process gets `store`, already open (the agent's
+    command process checked the vault with it: one connection instead of two)."""
+    import os
+
+    _ADOPTED[os.path.realpath(location)] = store
+
+
 def open_store(location: str) -> Store:
+    if _ADOPTED:
+        import os
+
+        store = _ADOPTED.pop(os.path.realpath(location), None)
+        if store is not None:
+            return store
     from kms_cli.store.sqlite import SQLiteStore
 
     return SQLiteStore.open(location)

@@ -101,6 +101,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE secret_versions ADD COLUMN mac BLOB;
     CREATE INDEX audit_target ON audit (target, seq);
     """,
+    # 3: "was this row changed after its seq" (rows._check_newest, on every read) looks up only the
+    # ops that write, not every read of that name since (which grew with each `secret get`).
+    """
+    CREATE INDEX audit_target_op ON audit (target, op, seq);
+    """,
 ]
 
 
@@ -550,8 +555,9 @@ class SQLiteStore(Store):
 
     def written_since(self, target: str, seq: int, ops: tuple[str, ...]) -> int | None:
         """The first successful entry after `seq` that changed `target` (one of `ops`), if any."""
-        row = self.one(f"SELECT seq FROM audit WHERE target = ? AND seq > ? AND op IN ({', '.join('?' * len(ops))}) "
-                       "AND instr(entry, '\"result\":\"ok\"') > 0 ORDER BY seq LIMIT 1", (target, seq, *ops))
+        # MIN over (target, op, seq): one range per op in audit_target_op, not every entry of the name
+        row = self.one(f"SELECT MIN(seq) FROM audit WHERE target = ? AND op IN ({', '.join('?' * len(ops))}) "
+                       "AND seq > ? AND instr(entry, '\"result\":\"ok\"') > 0", (target, *ops, seq))
         return None if row is None else row[0]
 
     def keys_due_for_destruction(self, now: float) -> list[str]:

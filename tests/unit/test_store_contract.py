@@ -243,3 +243,14 @@ class TestSQLiteStore(StoreContract):
             list(store.audit_batches())
         raw = [r for b in store.audit_batches(raw=True) for r in b]
         assert raw[0][1] == "\ufffd\x00"
+
+    def test_written_since_looks_up_only_writes(self, store):
+        """Every read checks whether its row was written since: a range per writing op in
+        audit_target_op, not a walk over every read of that name (which grew with each `secret get`)."""
+        plan = store.conn.execute(
+            "EXPLAIN QUERY PLAN SELECT MIN(seq) FROM audit WHERE target = ? AND op IN (?, ?) AND seq > ? "
+            "AND instr(entry, '\"result\":\"ok\"') > 0", ("s", "secret.put", "secret.rm", 1)).fetchall()
+        assert any("audit_target_op" in row[-1] for row in plan)
+        self._append(store, 50, op="secret.get", target="s")
+        self._append(store, 1, op="secret.put", target="s")
+        assert store.written_since("s", 10, ("secret.put", "secret.rm")) == 51

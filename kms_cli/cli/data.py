@@ -110,7 +110,16 @@ def decrypt(ctx, context, input, output) -> int:  # noqa: A002
     return 0
 
 
-def rewrap(ctx, input, output) -> int:  # noqa: A002
+def rewrap(ctx, input, output, paths=None, in_place=False, recursive=False, dry_run=False) -> int:  # noqa: A002
+    if in_place:
+        from kms_cli.cli.bulk_rewrap import rewrap_in_place
+
+        return rewrap_in_place(ctx, paths or [], recursive=recursive, dry_run=dry_run, input=input, output=output)
+    if paths or recursive or dry_run:
+        from kms_cli.errors import UsageError
+
+        raise UsageError("PATH arguments, --recursive and --dry-run go with --in-place",
+                         hint="kms-cli rewrap --in-place [-r] PATH...  (or rewrap -i IN -o OUT for one stream)")
     from kms_cli.cli.output import refuse_binary_to_terminal
     from kms_cli.cli.progress import input_size, progress
     from kms_cli.vault import data

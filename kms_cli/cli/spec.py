@@ -65,6 +65,7 @@ GROUPS = (
     Group("master", "Master key sources (slots) that seal the vault's root key."),
     Group("audit", "The tamper-evident audit log."),
     Group("agent", "The per-user agent: unlock once, then every command is served without the master key."),
+    Group("policy", "Rotation policies per namespace: schedules by key purpose, and the old versions' grace."),
 )
 
 # Shown by `kms-cli --help` and the man page.
@@ -126,6 +127,24 @@ COMMANDS = (
         "kms_cli.cli.master:rotate", opts=(_WEAK,),
         examples=(("Replace the root key", "kms-cli master rotate"),
                   ("Unlock with the passphrase slot to do it", "kms-cli --unlock passphrase master rotate"))),
+    # -- policies ------------------------------------------------------------
+    Cmd(("policy", "set"), "Set a namespace's rotation policy: a schedule per key purpose, and a grace.",
+        "kms_cli.cli.policy:set_", args=(Arg("namespace", "Namespace (the policy covers every name under it).",
+                                             metavar="NS"),),
+        opts=(Opt(("--rotate-every",), "rotate_every", "PURPOSE=DUR: keys of that purpose (encrypt or sign) rotate "
+                  "every DUR (repeatable).", kind="multi", metavar="PURPOSE=DUR"),
+              Opt(("--grace",), "grace", "Old versions keep decrypting and verifying DUR after a rotation by "
+                  "this policy.", metavar="DUR", kind="dur")),
+        epilog="A key created under NS without --rotate-every takes its purpose's period from the nearest "
+               "enclosing namespace's policy (app/prod beats app); `key rotate --due` rotates by it.",
+        examples=(("Encrypting keys every 90 days, signing keys every year, 30 days of grace",
+                   "kms-cli policy set acme/prod --rotate-every encrypt=90d --rotate-every sign=365d --grace 30d"),)),
+    Cmd(("policy", "show"), "Show one namespace's policy, or every policy.", "kms_cli.cli.policy:show",
+        args=(Arg("namespace", "Namespace.", required=False, metavar="NS"),),
+        examples=(("Every policy", "kms-cli policy show"), ("One", "kms-cli --json policy show acme/prod"))),
+    Cmd(("policy", "rm"), "Remove a namespace's policy.", "kms_cli.cli.policy:rm",
+        args=(Arg("namespace", "Namespace.", metavar="NS"),),
+        examples=(("Remove it", "kms-cli policy rm acme/prod"),)),
     # -- sessions: the agent --------------------------------------------------
     Cmd(("unlock",), "Unlock the vault once and hand it to the agent (started if none runs).",
         "kms_cli.cli.agent_cmds:unlock", opts=(_IDLE, _MAX),
@@ -226,12 +245,15 @@ COMMANDS = (
                   metavar="REASON", default="manual", choices=("scheduled", "manual", "compromise")),
               Opt(("--grace",), "grace", "Older versions stop decrypting and verifying after DUR.", metavar="DUR",
                   kind="dur"),
-              Opt(("--due",), "due", "Rotate every key whose schedule has elapsed (for cron).", kind="flag")),
+              Opt(("--due",), "due", "Rotate every key whose schedule (its own or its namespace's policy) has "
+                  "elapsed, and carry out destructions that are due (for cron).", kind="flag"),
+              Opt(("--dry-run",), "dry_run", "With --due: print what would be done, change nothing.", kind="flag")),
         epilog="The new version encrypts and signs from now on; the older ones become decrypt-only. Without "
                "--grace they keep decrypting and verifying until revoked (a deadline set by an earlier --grace "
                "stays). With --grace DUR they stop at the end of DUR (exit 6 after it; an earlier deadline is "
                "kept), so rewrap data before then. --reason compromise revokes them at once: they never "
-               "decrypt or verify again. --due rotates with reason scheduled and no grace.",
+               "decrypt or verify again. --due rotates with reason scheduled and, for a key whose period comes "
+               "from a policy, that policy's --grace (else none); it prints one line per action (--json: a list).",
         examples=(("Rotate; data under older versions still decrypts", "kms-cli key rotate acme/prod/data"),
                   ("Older versions stop decrypting in 30 days: rewrap before then",
                    "kms-cli key rotate acme/prod/data --grace 30d"),
@@ -280,10 +302,22 @@ COMMANDS = (
         examples=(("Decrypt a file (the key is named inside it)", "kms-cli decrypt -i backup.tar.kms -o backup.tar"),
                   ("With the context it was encrypted with", "kms-cli decrypt --context app=billing < notes.asc"))),
     Cmd(("rewrap",), "Re-wrap a ciphertext to its key's current version (no plaintext written).",
-        "kms_cli.cli.data:rewrap", opts=(_IN, _OUT),
+        "kms_cli.cli.data:rewrap", args=(Arg("paths", "With --in-place: files, or directories with --recursive.",
+                                             required=False, rest=True, metavar="PATH"),),
+        opts=(_IN, _OUT,
+              Opt(("--in-place",), "in_place", "Rewrap the files given, each replaced atomically (mode kept).",
+                  kind="flag"),
+              Opt(("--recursive", "-r"), "recursive", "With --in-place: every file under the directories given.",
+                  kind="flag"),
+              Opt(("--dry-run",), "dry_run", "With --in-place: count what would be rewrapped, change nothing.",
+                  kind="flag")),
+        epilog="With --in-place only the header changes (time proportional to the headers, not the payloads); "
+               "files already current and files that are not this vault's ciphertexts are counted and left "
+               "alone; a file that fails authentication is counted, left untouched, and makes the exit code 5. "
+               "Interrupted, it can be run again: it finishes the job.",
         examples=(("Re-wrap a file", "kms-cli rewrap -i backup.tar.kms -o backup.tar.kms.new"),
-                  ("Every file of a directory",
-                   'for f in *.kms; do kms-cli rewrap -i "$f" -o "$f.new" && mv "$f.new" "$f"; done'))),
+                  ("Every ciphertext under a directory, in place", "kms-cli rewrap --in-place -r /srv/archive"),
+                  ("What would change", "kms-cli rewrap --in-place -r --dry-run /srv/archive"))),
     Cmd(("sign",), "Sign a file or stream (the signature names its key and version).", "kms_cli.cli.sign:sign",
         opts=(Opt(("--key",), "key", "Key name.", metavar="NAME", required=True), _IN,
               Opt(("-o", "--out"), "output", "Signature file ('-' for stdout).", metavar="SIG", default="-"),
@@ -308,7 +342,12 @@ COMMANDS = (
         "kms_cli.cli.secret:put", args=(_NAME_SECRET,),
         opts=(Opt(("--from-file",), "from_file", "Read the value from this file.", metavar="F"),
               Opt(("--ttl",), "ttl", "The value expires after DUR.", metavar="DUR", kind="dur"),
-              Opt(("--tag",), "tag", "Tag K=V (repeatable).", kind="multi", metavar="K=V")),
+              Opt(("--tag",), "tag", "Tag K=V (repeatable).", kind="multi", metavar="K=V"),
+              Opt(("--rotate-every",), "rotate_every", "Regenerate it every DUR (`secret rotate --due`).",
+                  metavar="DUR", kind="dur"),
+              Opt(("--rotate-with",), "rotate_with", "The program that rotates it outside (e.g. a database "
+                  "password): run without a shell by `secret rotate`, old value on its stdin, new value read "
+                  "from its stdout.", metavar="CMD")),
         extra_arg_hint="values are never read from the command line: pipe it on stdin, "
                        "e.g. `printf %s \"$VALUE\" | kms-cli secret put NAME`, or use --from-file",
         examples=(("From stdin", 'printf %s "$DB_PASSWORD" | kms-cli secret put acme/prod/db-password'),
@@ -326,6 +365,30 @@ COMMANDS = (
         examples=(("Every secret", "kms-cli secret list"),
                   ("Those tagged env=prod", "kms-cli secret list --tag env=prod"),
                   ("Those of one namespace", "kms-cli --namespace acme/prod secret list"))),
+    Cmd(("secret", "rotate"), "Store a fresh random value as a new version (or rotate every due secret with --due).",
+        "kms_cli.cli.secret_rotate:rotate", args=(Arg("name", "Secret name.", required=False, metavar="NAME"),),
+        opts=(Opt(("--length",), "length", "Characters (default 32; bytes for base64).", metavar="N", kind="int"),
+              Opt(("--charset",), "charset", "alnum, hex, base64 or ascii (printable, no space).", metavar="SET",
+                  choices=("alnum", "hex", "base64", "ascii")),
+              Opt(("--rotate-every",), "rotate_every", "Regenerate it every DUR from now on.", metavar="DUR",
+                  kind="dur"),
+              Opt(("--due",), "due", "Regenerate every secret whose --rotate-every has elapsed (for cron); "
+                  "a secret with --rotate-with gets its program's new value.", kind="flag"),
+              Opt(("--dry-run",), "dry_run", "With --due: print what would be done, change nothing.", kind="flag")),
+        epilog="The value comes from the operating system's random source. A secret stored with --rotate-with "
+               "is rotated by that program: its new value is read from its stdout, the old value is on its "
+               "stdin, and a non-zero exit leaves the secret unchanged (reported, exit 7).",
+        examples=(("A new 32-character password", "kms-cli secret rotate acme/prod/session-key"),
+                  ("64 hex characters, regenerated every 30 days",
+                   "kms-cli secret rotate acme/prod/hmac-key --charset hex --length 64 --rotate-every 30d"),
+                  ("From cron: every due secret", "kms-cli secret rotate --due"))),
+    Cmd(("secret", "edit"), "Edit a secret's value in $VISUAL or $EDITOR; a new version only if it changed.",
+        "kms_cli.cli.secret_edit:edit", args=(_NAME_SECRET,),
+        epilog="The value is written to a 0600 file in a private 0700 directory (on /dev/shm or "
+               "$XDG_RUNTIME_DIR where they exist, so it reaches no disk), overwritten and removed whatever "
+               "happens (editor failure, ^C, SIGTERM). The editor runs without a shell.",
+        examples=(("Change a certificate bundle", "kms-cli secret edit acme/prod/tls-chain"),
+                  ("With another editor", "EDITOR='code --wait' kms-cli secret edit acme/prod/config"))),
     Cmd(("secret", "history"), "List a secret's versions.", "kms_cli.cli.secret:history", args=(_NAME_SECRET,),
         examples=(("Versions of a secret", "kms-cli secret history acme/prod/db-password"),
                   ("As JSON", "kms-cli --json secret history acme/prod/db-password"))),

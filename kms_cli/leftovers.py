@@ -265,7 +265,10 @@ def _unlink(path: str) -> None:
 
 
 def register(files: list[tuple[str, str]], companions: tuple[str, ...] = ()) -> Marker | None:
-    """Record that `files` ((path, "file" or "dir"), existing now) belong to this process.
+    """Record that `files` ((path, "file", "dir" or "tree"), existing now) belong to this process.
+
+    A "tree" is a private directory kms-cli made whose files (regular files and symlinks of this
+    user's, directly inside: whatever an editor put there, by any name) are removed with it.
 
     `companions` are suffixes of files derived from a registered file's name (a SQLite
     `-journal`), removed along with it. Best effort: None when nothing could be recorded
@@ -354,6 +357,11 @@ def _sweep_one(marker: str, name: str, removed: list[str]) -> None:
             elif kind == "dir" and stat.S_ISDIR(st.st_mode):
                 os.rmdir(path)  # only if empty
                 removed.append(path)
+            elif kind == "tree" and stat.S_ISDIR(st.st_mode):  # a private directory and what is in it
+                for child in os.listdir(path):
+                    _unlink_own(os.path.join(path, child), uid, links=True)
+                os.rmdir(path)  # only if nothing else (a subdirectory) is left
+                removed.append(path)
         except OSError:
             continue
     _unlink(marker)
@@ -373,12 +381,12 @@ def _tagged(path: str, st, entry: dict) -> bool:
     return True  # only the inode to go by (a temporary file: a random name kms-cli created)
 
 
-def _unlink_own(path: str, uid: int) -> None:
+def _unlink_own(path: str, uid: int, links: bool = False) -> None:
     import stat
 
     try:
         st = os.lstat(path)
     except OSError:
         return
-    if stat.S_ISREG(st.st_mode) and st.st_uid == uid:
+    if (stat.S_ISREG(st.st_mode) or (links and stat.S_ISLNK(st.st_mode))) and st.st_uid == uid:
         _unlink(path)

@@ -60,19 +60,29 @@ def show(ctx, name) -> int:
     return 0
 
 
-def rotate(ctx, name, reason, grace, due) -> int:
+def _action_line(a: dict, dry_run: bool) -> str:
+    if a["action"] == "destroy":
+        return f"{'would destroy' if dry_run else 'destroyed'} {a['name']} (its destroy window has passed)"
+    why = f" (policy {a['policy']}" + (f", old versions decrypt for {a['grace']}" if a["grace"] else "") + ")" \
+        if a.get("policy") else ""
+    return f"{'would rotate' if dry_run else 'rotated'} {a['name']} to version {a['version']}{why}"
+
+
+def rotate(ctx, name, reason, grace, due, dry_run=False) -> int:
     from kms_cli.vault import keys
 
+    if dry_run and not due:
+        raise UsageError("--dry-run goes with --due", hint="kms-cli key rotate --due --dry-run")
     if due:
         if name:
             raise UsageError("give either a key name or --due, not both")
         with ctx.vault() as vault:
-            done = keys.rotate_due(vault)
+            done = keys.rotate_due(vault, dry_run=dry_run)
         if ctx.json:
             ctx.emit_json(done)
         else:
             for d in done:
-                print(f"rotated {d['name']} to version {d['version']}")
+                ctx.stdout.write((_action_line(d, dry_run) + "\n").encode())
             if not done:
                 ctx.info("no key is due for rotation")
         return 0

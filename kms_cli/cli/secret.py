@@ -18,19 +18,32 @@ def _read_value(ctx, from_file: str | None) -> bytes:
     return sys.stdin.buffer.read()
 
 
-def put(ctx, name, from_file, ttl, tag) -> int:
+def put(ctx, name, from_file, ttl, tag, rotate_every=None, rotate_with=None) -> int:
     from kms_cli.vault import secrets
 
     seconds = parse_duration(ttl) if ttl else None
     if seconds == 0:
         raise UsageError("option --ttl must be longer than 0s", hint="leave --ttl out for a value that never expires")
+    every = parse_duration(rotate_every) if rotate_every else None
+    if every == 0:
+        raise UsageError("option --rotate-every must be longer than 0s")
+    program = None
+    if rotate_with is not None:
+        import shlex
+
+        try:
+            program = shlex.split(rotate_with)
+        except ValueError as exc:
+            raise UsageError(f"--rotate-with is not a command line: {exc}") from None
+        if not program:
+            raise UsageError("--rotate-with needs a program", hint="e.g. --rotate-with '/usr/local/bin/new-db-password app'")
     tags = ctx.parse_map(tag, "tag") if tag else None
     prompted = not from_file and sys.stdin.isatty()
     value = None if prompted else _read_value(ctx, from_file)
     with ctx.vault() as vault:
         if prompted:  # unlocked first: a wrong passphrase does not throw away a typed value
             value = _read_value(ctx, from_file)
-        info = secrets.put(vault, name, value, seconds, tags)
+        info = secrets.put(vault, name, value, seconds, tags, rotate_every=every, rotate_with=program)
     ctx.emit(info, lambda i: ctx.info(f"stored {i['name']} version {i['version']}"))
     return 0
 

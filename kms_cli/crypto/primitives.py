@@ -96,3 +96,30 @@ def sha256(data: bytes) -> bytes:
     import hashlib
 
     return hashlib.sha256(data).digest()
+
+
+CHARSETS = {
+    "alnum": "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+    "hex": "0123456789abcdef",
+    "ascii": "".join(chr(c) for c in range(0x21, 0x7F)),  # printable, no space
+}
+
+
+def random_text(length: int, charset: str) -> str:
+    """`length` characters drawn uniformly from CHARSETS[charset] with the OS CSPRNG (rejection
+    sampling: no modulo bias); for "base64", the standard base64 of `length` random bytes."""
+    if charset == "base64":
+        import base64
+
+        return base64.b64encode(random_bytes(length)).decode()
+    alphabet = CHARSETS[charset]
+    n = len(alphabet)
+    limit = 256 - 256 % n  # bytes at or above it would favour the first characters
+    out: list[str] = []
+    while len(out) < length:
+        for b in random_bytes(length * 2):
+            if b < limit:
+                out.append(alphabet[b % n])
+                if len(out) == length:
+                    break
+    return "".join(out)

@@ -27,7 +27,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class BadText(ValueError):
@@ -153,7 +153,7 @@ class Store:
         raise NotImplementedError
 
     def put_secret_head(self, name: str, last_version: int, deleted: bool, created: float, updated: float,
-                        seq: int, mac: bytes) -> None:
+                        seq: int, mac: bytes, rotation: str | None = None) -> None:
         raise NotImplementedError
 
     def secret_version(self, name: str, version: int) -> Row | None:
@@ -176,6 +176,21 @@ class Store:
         raise NotImplementedError
 
     def max_secret_version(self, name: str) -> int:
+        raise NotImplementedError
+
+    # -- policies --------------------------------------------------------------
+    def policy(self, namespace: str) -> Row | None:
+        raise NotImplementedError
+
+    def policies(self) -> list[Row]:
+        """Every policy row, by namespace."""
+        raise NotImplementedError
+
+    def put_policy(self, namespace: str, rotate_every: str, grace: int | None, created: float, updated: float,
+                   seq: int, mac: bytes) -> None:
+        raise NotImplementedError
+
+    def delete_policy(self, namespace: str) -> None:
         raise NotImplementedError
 
     # -- failed unlocks (outside the chain until the next unlock) -----------

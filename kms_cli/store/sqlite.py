@@ -106,6 +106,20 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX audit_target_op ON audit (target, op, seq);
     """,
+    # 4: rotation policies per namespace (authenticated like key state); a secret's rotation
+    # (schedule, generator, outside program) as one JSON text covered by its head's MAC.
+    """
+    CREATE TABLE policies (
+        namespace TEXT PRIMARY KEY,
+        rotate_every TEXT NOT NULL,
+        grace INTEGER,
+        created REAL NOT NULL,
+        updated REAL NOT NULL,
+        seq INTEGER,
+        mac BLOB
+    );
+    ALTER TABLE secrets ADD COLUMN rotation TEXT;
+    """,
 ]
 
 
@@ -486,13 +500,31 @@ class SQLiteStore(Store):
         )
 
     def put_secret_head(self, name: str, last_version: int, deleted: bool, created: float, updated: float,
-                        seq: int, mac: bytes) -> None:
+                        seq: int, mac: bytes, rotation: str | None = None) -> None:
         self.run(
-            "INSERT INTO secrets (name, last_version, deleted, created, updated, seq, mac) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "INSERT INTO secrets (name, last_version, deleted, created, updated, seq, mac, rotation) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (name) DO UPDATE SET last_version = excluded.last_version, deleted = excluded.deleted, "
-            "updated = excluded.updated, seq = excluded.seq, mac = excluded.mac",
-            (name, last_version, int(deleted), created, updated, seq, mac),
+            "updated = excluded.updated, seq = excluded.seq, mac = excluded.mac, rotation = excluded.rotation",
+            (name, last_version, int(deleted), created, updated, seq, mac, rotation),
         )
+
+    # -- policies ------------------------------------------------------------
+    def policy(self, namespace: str) -> sqlite3.Row | None:
+        return self.one("SELECT * FROM policies WHERE namespace = ?", (namespace,))
+
+    def policies(self) -> list[sqlite3.Row]:
+        return self.all("SELECT * FROM policies ORDER BY namespace")
+
+    def put_policy(self, namespace: str, rotate_every: str, grace: int | None, created: float, updated: float,
+                   seq: int, mac: bytes) -> None:
+        self.run("INSERT INTO policies (namespace, rotate_every, grace, created, updated, seq, mac) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (namespace) DO UPDATE SET rotate_every = "
+                 "excluded.rotate_every, grace = excluded.grace, updated = excluded.updated, seq = excluded.seq, "
+                 "mac = excluded.mac", (namespace, rotate_every, grace, created, updated, seq, mac))
+
+    def delete_policy(self, namespace: str) -> None:
+        self.run("DELETE FROM policies WHERE namespace = ?", (namespace,))
 
     def all_secrets(self) -> list[sqlite3.Row]:
         return self.all("SELECT * FROM secrets ORDER BY name")
@@ -551,6 +583,7 @@ class SQLiteStore(Store):
         return self.one(
             "SELECT MAX(COALESCE((SELECT MAX(seq) FROM keys), 0), COALESCE((SELECT MAX(seq) FROM key_versions), 0), "
             "COALESCE((SELECT MAX(seq) FROM secrets), 0), COALESCE((SELECT MAX(seq) FROM secret_versions), 0), "
+            "COALESCE((SELECT MAX(seq) FROM policies), 0), "
             "COALESCE((SELECT CAST(v AS INTEGER) FROM meta WHERE k = 'slots_seq'), 0))")[0]
 
     def written_since(self, target: str, seq: int, ops: tuple[str, ...]) -> int | None:

@@ -217,14 +217,18 @@ def _check_rows(report: Report, vault) -> None:
         return
     report.add("vault.rows", OK, f"{_plural(counts['keys'], 'key')}, {_plural(counts['key_versions'], 'key version')}, "
                                  f"{_plural(counts['secrets'], 'secret')}, "
-                                 f"{_plural(counts['secret_versions'], 'secret version')} and the slot set "
-                                 "authenticated")
+                                 f"{_plural(counts['secret_versions'], 'secret version')}, "
+                                 + (f"{_plural(counts['policies'], 'policy', 'policies')}, " if counts["policies"] else "")
+                                 + "and the slot set authenticated")
 
 
 def _check_keys(report: Report, vault, now: float) -> None:
     from kms_cli.vault import keys, rows
 
+    from kms_cli.vault.policy import Policies
+
     ns = vault.ns
+    policies = Policies(vault)
     states = dict.fromkeys(KEY_STATES, 0)
     overdue, past_grace, destroy_due, destroy_soon = [], [], [], []
     for k in rows.load_keys(vault, ns.prefix):
@@ -232,8 +236,9 @@ def _check_keys(report: Report, vault, now: float) -> None:
         name = ns.relative(row["name"])
         state = keys.key_state(row, versions, now)
         states[state] = states.get(state, 0) + 1
-        if row["state"] == keys.ACTIVE and row["next_rotation"] is not None and row["next_rotation"] <= now:
-            overdue.append(name)
+        sched = keys.schedule(k, policies)  # the key's own schedule, or its namespace's policy
+        if row["state"] == keys.ACTIVE and sched is not None and sched[1] <= now:
+            overdue.append(name if sched[2] is None else f"{name} (policy {sched[2] or '/'})")
         if row["state"] == keys.DESTROY_SCHEDULED and row["destroy_at"] is not None:
             (destroy_due if row["destroy_at"] <= now else destroy_soon).append(name)
         if row["state"] not in (keys.DESTROYED, keys.DESTROY_SCHEDULED):

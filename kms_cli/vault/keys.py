@@ -43,10 +43,31 @@ def _find(vault, name: str) -> KeyRecord:
     return k
 
 
-def describe(vault, k: KeyRecord, with_versions: bool = True) -> dict:
+def schedule(k: KeyRecord, policies) -> tuple[int, float, str | None] | None:
+    """(period, next rotation, policy namespace or None for the key's own) in effect for `k`."""
+    row = k.row
+    if row["rotate_every"]:
+        return row["rotate_every"], row["next_rotation"], None
+    alg = algorithms.ALGORITHMS.get(row["algorithm"])
+    governing = policies.governing(k.name, alg.purpose if alg else None) if policies is not None else None
+    if governing is None:
+        return None
+    ns, period, _grace = governing
+    primary = k.version(row["primary_version"])
+    return period, (primary["created"] if primary else row["created"]) + period, ns
+
+
+def _policies(vault):
+    from kms_cli.vault.policy import Policies
+
+    return Policies(vault)
+
+
+def describe(vault, k: KeyRecord, with_versions: bool = True, policies=None) -> dict:
     now = durations.now()
     row, versions = k.row, k.ordered()
     alg = algorithms.ALGORITHMS.get(row["algorithm"])
+    sched = schedule(k, policies if policies is not None else _policies(vault))
     out = {
         "name": vault.ns.relative(row["name"]),
         "algorithm": row["algorithm"],
@@ -55,8 +76,9 @@ def describe(vault, k: KeyRecord, with_versions: bool = True) -> dict:
         "primary_version": row["primary_version"],
         "description": row["description"],
         "labels": json.loads(row["labels"]),
-        "rotate_every": durations.format_duration(row["rotate_every"]) if row["rotate_every"] else None,
-        "next_rotation": durations.rfc3339(row["next_rotation"]),
+        "rotate_every": durations.format_duration(sched[0]) if sched else None,
+        "next_rotation": durations.rfc3339(sched[1]) if sched else None,
+        "rotation_policy": None if sched is None or sched[2] is None else (sched[2] or "/"),
         "created": durations.rfc3339(row["created"]),
         "updated": durations.rfc3339(row["updated"]),
         "destroy_at": durations.rfc3339(row["destroy_at"]),
@@ -113,7 +135,9 @@ def create(vault, name: str, algorithm: str, rotate_every: int | None, descripti
 
 def list_keys(vault) -> list[dict]:
     with vault.operation("key.list", vault.ns.prefix or None, write=False):
-        return [describe(vault, k, with_versions=False) for k in rows.load_keys(vault, vault.ns.prefix)]
+        policies = _policies(vault)
+        return [describe(vault, k, with_versions=False, policies=policies)
+                for k in rows.load_keys(vault, vault.ns.prefix)]
 
 
 def show(vault, name: str) -> dict:
@@ -166,20 +190,62 @@ def rotate(vault, name: str, reason: str = "manual", grace: int | None = None) -
         return describe(vault, k)
 
 
-def rotate_due(vault) -> list[dict]:
-    """Rotate every key in the namespace whose schedule has elapsed (for cron)."""
-    done = []
+def due_actions(vault, now: float, policies=None) -> list[dict]:
+    """What `key rotate --due` would do now: rotations by the key's schedule or its policy (with
+    the policy's grace), and destructions whose window has passed; nothing is changed."""
+    policies = policies if policies is not None else _policies(vault)
+    actions = []
+    for k in rows.load_keys(vault, vault.ns.prefix):
+        row = k.row
+        if row["state"] == DESTROY_SCHEDULED and row["destroy_at"] is not None and row["destroy_at"] <= now:
+            actions.append({"action": "destroy", "name": vault.ns.relative(k.name), "_full": k.name})
+            continue
+        sched = schedule(k, policies)
+        if row["state"] != ACTIVE or sched is None or sched[1] > now:
+            continue
+        grace = policies.grace_for(k.name)
+        actions.append({"action": "rotate", "name": vault.ns.relative(k.name), "_full": k.name,
+                        "version": max(k.versions) + 1, "policy": None if sched[2] is None else (sched[2] or "/"),
+                        "grace": durations.format_duration(grace) if grace else None, "_grace": grace})
+    return actions
+
+
+def rotate_due(vault, dry_run: bool = False) -> list[dict]:
+    """Rotate every key in the namespace whose schedule (its own or its policy's) has elapsed, and
+    carry out destructions that are due (for cron). Returns one action per key (`--dry-run`: what
+    would be done, nothing changed)."""
+    if dry_run:
+        with vault.operation("key.rotate-due", vault.ns.prefix or None, write=False) as rec:
+            actions = due_actions(vault, durations.now())
+            for a in actions:
+                a.pop("_full"), a.pop("_grace", None)
+            rec.extra = {"dry_run": True, "actions": len(actions)}
+        return actions
+    with vault.store.read():  # destructions due: the write below carries them out first (housekeeping)
+        destroying = [n for n in vault.store.keys_due_for_destruction(durations.now())
+                      if not vault.ns.prefix or vault.ns.contains(n)]
     with vault.operation("key.rotate-due", vault.ns.prefix or None) as rec:
         now = durations.now()
-        for k in rows.load_keys(vault, vault.ns.prefix):
-            row = k.row
-            if row["state"] != ACTIVE or not row["next_rotation"] or row["next_rotation"] > now:
+        actions = [{"action": "destroy", "name": vault.ns.relative(n)} for n in destroying]
+        for a in due_actions(vault, now):
+            full = a.pop("_full")
+            grace = a.pop("_grace", None)
+            if a["action"] == "destroy":  # (housekeeping has normally done it already)
+                k = rows.load_key(vault, full)
+                _purge(k, now)
+                k.save(vault)
+                vault.audit.append("key.destroyed", full, None)
+                actions.append(a)
                 continue
-            new = _rotate_row(vault, k, "scheduled", None, now)
-            vault.audit.append("key.rotate", k.name, new, extra={"reason": "scheduled"})
-            done.append({"name": vault.ns.relative(k.name), "version": new})
-        rec.extra = {"rotated": len(done)}
-    return done
+            k = rows.load_key(vault, full)
+            new = _rotate_row(vault, k, "scheduled", grace, now)
+            vault.audit.append("key.rotate", full, new, extra={"reason": "scheduled", **(
+                {"policy": a["policy"]} if a["policy"] else {}), **({"grace": grace} if grace else {})})
+            a["version"] = new
+            actions.append(a)
+        rec.extra = {"rotated": sum(a["action"] == "rotate" for a in actions),
+                     "destroyed": sum(a["action"] == "destroy" for a in actions)}
+    return actions
 
 
 def revoke(vault, name: str, version: int | None, reason: str) -> dict:

@@ -25,7 +25,8 @@ AUTH_VERSION = "2"
 # authentic copy put back in place (a rollback or a resurrection) and is refused.
 KEY_WRITES = ("key.create", "key.rotate", "key.revoke", "key.enable", "key.disable", "key.destroy",
               "key.cancel-destroy", "key.destroyed")
-SECRET_WRITES = ("secret.put", "secret.rm")
+SECRET_WRITES = ("secret.put", "secret.rm", "secret.rotate")
+POLICY_WRITES = ("policy.set", "policy.rm")
 _TOKEN = object()
 _EDITED = "the vault file was edited outside kms-cli; restore a backup"
 
@@ -63,8 +64,17 @@ def version_mac(row_key: bytes, vault_id: bytes, v) -> bytes:
 
 
 def secret_head_mac(row_key: bytes, vault_id: bytes, s) -> bytes:
+    # A rotation (schedule, generator, outside program) is covered when there is one; a head without
+    # one keeps the MAC it had before rotations existed (schema 4), so older vaults verify unchanged.
+    rotation = s["rotation"] if "rotation" in s.keys() else None
+    extra = () if rotation is None else ("rotation", rotation)
     return _mac(row_key, vault_id, "secret-row/v2", s["name"], s["last_version"], _int(s["deleted"]),
-                _num(s["created"]), _num(s["updated"]), _int(s["seq"]))
+                _num(s["created"]), _num(s["updated"]), _int(s["seq"]), *extra)
+
+
+def policy_mac(row_key: bytes, vault_id: bytes, p) -> bytes:
+    return _mac(row_key, vault_id, "policy-row/v1", p["namespace"], p["rotate_every"], _int(p["grace"]),
+                _num(p["created"]), _num(p["updated"]), _int(p["seq"]))
 
 
 def secret_version_mac(row_key: bytes, vault_id: bytes, v) -> bytes:
@@ -254,7 +264,20 @@ class SecretRecord:
         self._dirty_versions[row["version"]] = row
 
     def delete(self, when: float) -> None:
-        self.head.update(deleted=1, updated=when)
+        self.head.update(deleted=1, updated=when, rotation=None)
+
+    @property
+    def rotation(self) -> dict | None:
+        import json
+
+        text = self.head.get("rotation")
+        return None if text is None else json.loads(text)
+
+    def set_rotation(self, rotation: dict | None) -> None:
+        import json
+
+        self.head["rotation"] = None if rotation is None else json.dumps(rotation, sort_keys=True,
+                                                                         separators=(",", ":"))
 
     def save(self, vault, *, keys=None) -> None:
         store, seq = vault.store, vault.audit.next_seq()
@@ -273,12 +296,13 @@ class SecretRecord:
         h["seq"] = seq
         h["mac"] = secret_head_mac(row_key, vault.vault_id, h)
         store.put_secret_head(h["name"], h["last_version"], bool(h["deleted"]), h["created"], h["updated"],
-                              seq, h["mac"])
+                              seq, h["mac"], h.get("rotation"))
         self._new_versions, self._dirty_versions = [], {}
 
 
 def new_secret(full: str, when: float) -> SecretRecord:
-    return SecretRecord(_TOKEN, {"name": full, "last_version": 0, "deleted": 0, "created": when, "updated": when})
+    return SecretRecord(_TOKEN, {"name": full, "last_version": 0, "deleted": 0, "created": when, "updated": when,
+                                 "rotation": None})
 
 
 def _check_secret_head(vault, row) -> None:
@@ -310,6 +334,50 @@ def load_secrets(vault, under: str = "", *, deleted: bool = False) -> list[Secre
         if rec is not None:
             out.append(rec)
     return out
+
+
+# -- policies --------------------------------------------------------------------------------
+
+class PolicyRecord:
+    """A namespace's rotation policy row, authenticated (see the module docstring)."""
+
+    __slots__ = ("namespace", "row")
+
+    def __init__(self, token, row: dict):
+        if token is not _TOKEN:
+            raise TypeError("policy records come from kms_cli.vault.rows.load_policy or new_policy only")
+        self.namespace = row["namespace"]
+        self.row = row
+
+    def __repr__(self) -> str:
+        return f"PolicyRecord({self.namespace!r})"
+
+    def save(self, vault, *, keys=None) -> None:
+        r = self.row
+        r["seq"] = vault.audit.next_seq()
+        r["mac"] = policy_mac((keys or vault.subkeys).row, vault.vault_id, r)
+        vault.store.put_policy(r["namespace"], r["rotate_every"], r["grace"], r["created"], r["updated"], r["seq"],
+                               r["mac"])
+
+
+def new_policy(namespace: str, when: float) -> PolicyRecord:
+    return PolicyRecord(_TOKEN, {"namespace": namespace, "rotate_every": "{}", "grace": None, "created": when,
+                                 "updated": when})
+
+
+def load_policy(vault, namespace: str) -> PolicyRecord | None:
+    row = vault.store.policy(namespace)
+    if row is None:
+        return None
+    if not _ok(policy_mac(vault.subkeys.row, vault.vault_id, row), row["mac"]):
+        raise IntegrityError(f"the rotation policy of {namespace or '(the root)'!r} failed authentication",
+                             hint=_EDITED)
+    _check_newest(vault, "policy:" + namespace, row["seq"], POLICY_WRITES, f"the policy of {namespace!r}")
+    return PolicyRecord(_TOKEN, dict(row))
+
+
+def load_policies(vault) -> list[PolicyRecord]:
+    return [p for p in (load_policy(vault, r["namespace"]) for r in vault.store.policies()) if p is not None]
 
 
 # -- slots -----------------------------------------------------------------------------------
@@ -369,6 +437,7 @@ def verify_all(vault) -> dict:
         for v in s.versions(vault):
             counts["secret_versions"] += 1
             vault.open_secret(s.name, v["version"], v["value"], v["expires"])
+    counts["policies"] = len(load_policies(vault))
     counts["max_seq"] = vault.store.max_row_seq()
     return counts
 

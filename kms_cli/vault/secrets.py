@@ -31,20 +31,32 @@ def _current(vault, full: str, name: str, version: int | None) -> dict:
     return row
 
 
-def put(vault, name: str, value: bytes, ttl: int | None, tags: dict[str, str] | None) -> dict:
+def put(vault, name: str, value: bytes, ttl: int | None, tags: dict[str, str] | None,
+        rotate_every: int | None = None, rotate_with: list[str] | None = None) -> dict:
+    """A new version; `rotate_every`/`rotate_with` set the secret's rotation (kept when not given)."""
     from kms_cli.errors import UsageError
 
     if len(value) > MAX_VALUE:
         raise UsageError(f"the value is larger than {MAX_VALUE} bytes", hint="store files with `kms-cli encrypt`")
     full = vault.ns.full(name)
     with vault.operation("secret.put", full) as rec:
-        rec.version = _put_row(vault, full, value, ttl, tags)
+        changes = {k: v for k, v in (("every", rotate_every), ("with", rotate_with)) if v is not None}
+        rec.version = _put_row(vault, full, value, ttl, tags, rotation=changes or None)
         return {"name": name, "version": rec.version}
 
 
-def _put_row(vault, full: str, value: bytes, ttl: int | None, tags: dict[str, str] | None) -> int:
+def _put_row(vault, full: str, value: bytes, ttl: int | None, tags: dict[str, str] | None,
+             rotation: dict | None = None, srec: SecretRecord | None = None) -> int:
+    """Store a version. `rotation`: fields to merge into the secret's rotation; the next due time
+    restarts from now whenever the secret has a schedule."""
     now = durations.now()
-    srec = rows.load_secret(vault, full) or rows.new_secret(full, now)
+    srec = srec or rows.load_secret(vault, full) or rows.new_secret(full, now)
+    current = (srec.rotation or {}) if not srec.deleted else {}
+    if rotation:
+        current.update(rotation)
+    if current.get("every"):
+        current["next"] = now + current["every"]
+    srec.set_rotation(current or None)
     version = srec.last_version + 1
     if tags is None:
         prev = srec.version(vault, srec.last_version) if not srec.deleted else None
@@ -178,3 +190,82 @@ def export_all(vault, check=None) -> list[tuple[str, SecretValue]]:
         if check is not None:  # as get_many: the caller's refusal is this entry's result
             check(out)
         return out
+
+
+# -- rotation: generated values and outside programs -----------------------------------------
+
+DEFAULT_LENGTH = 32
+MAX_LENGTH = 4096
+
+
+def _new_value(vault, srec: SecretRecord, name: str, length: int | None, charset: str | None,
+               run_hook) -> tuple[str, bytes, dict]:
+    """(how, value, rotation changes): the outside program's value for a secret that names one
+    (unless a generator is asked for), else a random value from the OS CSPRNG."""
+    from kms_cli.crypto.primitives import random_text
+    from kms_cli.errors import UsageError
+
+    rot = srec.rotation or {}
+    if rot.get("with") and length is None and charset is None:
+        if run_hook is None:
+            raise UsageError(f"secret {name!r} is rotated by an outside program that cannot run here")
+        old = _open(vault, _current(vault, srec.name, name, None), name)
+        value = run_hook(rot["with"], old.reveal())
+        if not value or len(value) > MAX_VALUE:
+            from kms_cli.errors import UnavailableError
+
+            raise UnavailableError(f"the rotation program of {name!r} gave {'no value' if not value else 'a value over 1 MiB'}"
+                                   "; the secret is unchanged")
+        return "program", value, {}
+    charset = charset or rot.get("charset") or "alnum"
+    length = length or rot.get("length") or DEFAULT_LENGTH
+    if not 1 <= length <= MAX_LENGTH:
+        raise UsageError(f"--length must be from 1 to {MAX_LENGTH}")
+    return "generated", random_text(length, charset).encode(), {"charset": charset, "length": length}
+
+
+def rotate(vault, name: str, *, length: int | None = None, charset: str | None = None, every: int | None = None,
+           run_hook=None) -> dict:
+    """A new version with a fresh value (generated, or from the secret's outside program); keeps
+    its tags and its TTL's length. `every` sets (or changes) its schedule."""
+    full = vault.ns.full(name)
+    with vault.operation("secret.rotate", full) as rec:
+        srec = _load(vault, full, name)
+        how, value, changes = _new_value(vault, srec, name, length, charset, run_hook)
+        if every is not None:
+            changes["every"] = every
+        prev = srec.version(vault, srec.last_version)
+        ttl = int(prev["expires"] - prev["created"]) if prev and prev["expires"] else None
+        rec.version = _put_row(vault, full, value, ttl, None, rotation=changes, srec=srec)
+        rec.extra = {"by": how}
+        return {"name": name, "version": rec.version, "by": how}
+
+
+def due(vault, now: float) -> list[str]:
+    """Names (relative) of the live secrets whose schedule has elapsed."""
+    out = []
+    with vault.store.read():
+        for srec in rows.load_secrets(vault, vault.ns.prefix):
+            rot = srec.rotation or {}
+            if rot.get("every") and rot.get("next") is not None and rot["next"] <= now:
+                out.append(vault.ns.relative(srec.name))
+    return out
+
+
+def rotate_due(vault, *, dry_run: bool = False, run_hook=None) -> list[dict]:
+    """Rotate every due secret, each in its own audited operation (one failing program leaves the
+    others rotated and is reported in its action: `error`, `exit`)."""
+    from kms_cli.errors import KmsError
+
+    names = due(vault, durations.now())
+    if dry_run:
+        with vault.operation("secret.rotate-due", vault.ns.prefix or None, write=False) as rec:
+            rec.extra = {"dry_run": True, "due": len(names)}
+        return [{"name": n, "action": "rotate"} for n in names]
+    actions = []
+    for n in names:
+        try:
+            actions.append({"action": "rotate", **rotate(vault, n, run_hook=run_hook)})
+        except KmsError as exc:
+            actions.append({"action": "rotate", "name": n, "error": exc.message, "exit": exc.exit_code})
+    return actions

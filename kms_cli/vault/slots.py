@@ -120,6 +120,8 @@ def rotate(vault, progress=None) -> dict:
             done += 1
             if progress is not None:
                 progress(done, total)
+        for policy in state_rows.load_policies(vault):
+            policy.save(vault, keys=new)
         for slot_id, uri, blob in sealed:
             vault.store.update_slot(slot_id, blob, slot_tag(new.slot, vault.vault_id, slot_id, uri, blob))
         state_rows.seal_slot_set(vault, keys=new)

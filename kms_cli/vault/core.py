@@ -142,7 +142,7 @@ class Vault:
     # -- the audited operation frame ----------------------------------------
     @contextmanager
     def operation(self, op: str, target: str | None = None, version: int | None = None,
-                  *, write: bool = True) -> Iterator[OpRecord]:
+                  *, write: bool = True, housekeeping: bool = True) -> Iterator[OpRecord]:
         """Run an operation and its audit entry.
 
         write=True: the operation's writes and its entry land in one transaction.
@@ -150,9 +150,11 @@ class Vault:
         callers release results (print a value, rename an output file, stream plaintext) only
         after this returns, so a failed entry fails the operation closed. On a refusal the
         entry (denied/error) is committed on its own and the error propagates.
+        housekeeping=False (a --dry-run): work that is due (destructions, folded unlock failures)
+        waits for the next operation, so this one changes nothing but the log.
         """
         rec = OpRecord(op, target, version)
-        if not write and self._housekeeping_due():
+        if not write and housekeeping and self._housekeeping_due():
             with self.store.write():
                 self._housekeeping()
         try:
@@ -165,18 +167,19 @@ class Vault:
                 with self.store.read():
                     yield rec
         except KmsError as exc:
-            self.record(rec, exc)
+            self.record(rec, exc, housekeeping=housekeeping)
             raise
         if not write:
-            self.record(rec)
+            self.record(rec, housekeeping=housekeeping)
 
-    def record(self, rec: OpRecord, exc: KmsError | None = None) -> None:
+    def record(self, rec: OpRecord, exc: KmsError | None = None, *, housekeeping: bool = True) -> None:
         """Append `rec`'s entry in its own transaction: ok, or what `exc` made of it (an operation
         whose output already went out and then failed, a stream that did not authenticate, records
         the failure as a second entry: what the user saw)."""
         result, code = result_of(exc)
         with self.store.write():
-            self._housekeeping()
+            if housekeeping:
+                self._housekeeping()
             if exc is None:
                 self.audit.append(rec.op, rec.target, rec.version, extra=rec.extra or None)
             else:

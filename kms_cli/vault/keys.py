@@ -215,7 +215,7 @@ def rotate_due(vault, dry_run: bool = False) -> list[dict]:
     carry out destructions that are due (for cron). Returns one action per key (`--dry-run`: what
     would be done, nothing changed)."""
     if dry_run:
-        with vault.operation("key.rotate-due", vault.ns.prefix or None, write=False) as rec:
+        with vault.operation("key.rotate-due", vault.ns.prefix or None, write=False, housekeeping=False) as rec:
             actions = due_actions(vault, durations.now())
             for a in actions:
                 a.pop("_full"), a.pop("_grace", None)

@@ -259,7 +259,7 @@ def rotate_due(vault, *, dry_run: bool = False, run_hook=None) -> list[dict]:
 
     names = due(vault, durations.now())
     if dry_run:
-        with vault.operation("secret.rotate-due", vault.ns.prefix or None, write=False) as rec:
+        with vault.operation("secret.rotate-due", vault.ns.prefix or None, write=False, housekeeping=False) as rec:
             rec.extra = {"dry_run": True, "due": len(names)}
         return [{"name": n, "action": "rotate"} for n in names]
     actions = []

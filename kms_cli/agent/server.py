@@ -154,7 +154,9 @@ class Agent:
                      "kms_cli.crypto.chunked", "kms_cli.crypto.wrap", "kms_cli.providers.env", "json",
                      "kms_cli.vault.session", "kms_cli.hardening", "kms_cli.pending", "kms_cli.agent.client",
                      "cryptography.hazmat.primitives.hmac", "pwd", "resource", "kms_cli.vault.backup",
-                     "kms_cli.cli.health_cmds", "kms_cli.cli.master", "kms_cli.cli.backup_cmds"):
+                     "kms_cli.cli.health_cmds", "kms_cli.cli.master", "kms_cli.cli.backup_cmds",
+                     "kms_cli.cli.policy", "kms_cli.vault.policy", "kms_cli.cli.secret_rotate",
+                     "kms_cli.cli.secret_edit", "kms_cli.editing"):
             try:
                 importlib.import_module(name)
             except ImportError as exc:  # an optional extra: its commands import it themselves

@@ -299,6 +299,7 @@ def _replace_batch(ctx, items: list[tuple[_File, bytes]], counts: _Counts, advan
 
     with leftovers.guard():
         temps: list[str | None] = []
+        fds: list[int | None] = []
         marker = None
         try:
             for item, _ in items:  # created empty, registered before any byte is written
@@ -308,23 +309,22 @@ def _replace_batch(ctx, items: list[tuple[_File, bytes]], counts: _Counts, advan
                 except OSError as exc:
                     _fail(ctx, counts, item, _os_failure(exc, os.path.dirname(item.path) or "."))
                     advance(item.size)
-                    tmp = None
-                else:
-                    os.close(fd)
+                    fd = tmp = None
                 temps.append(tmp)
+                fds.append(fd)
             marker = leftovers.register([(t, "file") for t in temps if t is not None])
             dirs = set()
             for k, (item, new_header) in enumerate(items):
-                tmp = temps[k]
+                tmp, fd = temps[k], fds[k]
                 if tmp is None:
                     continue
                 try:
-                    fd = os.open(tmp, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
                     try:
                         _write_new(item, fd, new_header, advance)
                         _keep_mode_and_owner(fd, item.st)
                         os.fsync(fd)
                     finally:
+                        fds[k] = None
                         os.close(fd)
                     if not _unchanged(item):
                         raise _Changed("the file changed while it was being rewrapped: left as it is now")
@@ -359,6 +359,9 @@ def _replace_batch(ctx, items: list[tuple[_File, bytes]], counts: _Counts, advan
                     pass
         finally:
             with leftovers.deferred():
+                for fd in fds:
+                    if fd is not None:
+                        os.close(fd)
                 for tmp in temps:
                     if tmp is not None:
                         _unlink(tmp)

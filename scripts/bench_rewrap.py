@@ -3,7 +3,7 @@
 What it shows: the time of an in-place rewrap follows the number of files (one header read, the key
 work, a create, an fsync and a rename each) and the bytes the kernel copies (copy_file_range: no
 cryptography over the payload, no copy through Python), not an encryption of the payloads. Beside
-it: `cp` of the same files (no fsync: a floor for the copy alone), the same run once everything is
+it: `cp` of the same files without and with an fsync of each copy (what the copy alone costs), the same run once everything is
 current (headers only), and for the large file `rewrap -i -o` (one stream through Python) and a
 decrypt + encrypt (what re-encrypting the payload would cost).
 
@@ -70,6 +70,9 @@ def small_files(work: str, env: dict, count: int, size: int) -> None:
     t_cp, _ = timed(["cp", "-r", d, d + ".copy"], env)
     shutil.rmtree(d + ".copy")
     drop_caches()
+    t_cps, _ = timed(["sh", "-c", 'cp -r "$0" "$0.copy" && find "$0.copy" -type f -exec sync {} +', d], env)
+    shutil.rmtree(d + ".copy")
+    drop_caches()
     t_rw, counts = rewrap(env, d, recursive=True)
     assert counts["rewrapped"] == count, counts
     drop_caches()
@@ -80,6 +83,7 @@ def small_files(work: str, env: dict, count: int, size: int) -> None:
     print(f"  rewrap --in-place -r      {t_rw:7.2f} s   {count / t_rw:8,.0f} files/s   "
           f"({t_rw / count * 1e6:,.0f} us a file: header, key work, temp file, fsync, rename)")
     print(f"  cp -r (no fsync)          {t_cp:7.2f} s   {count / t_cp:8,.0f} files/s")
+    print(f"  cp -r, then fsync each    {t_cps:7.2f} s   {count / t_cps:8,.0f} files/s")
     print(f"  again, all current        {t_cur:7.2f} s   {count / t_cur:8,.0f} files/s   (headers only)")
     print(f"  --dry-run, all current    {t_dry:7.2f} s")
     shutil.rmtree(d)
@@ -100,6 +104,9 @@ def large_file(work: str, env: dict, size_mb: int) -> None:
     t_cp, _ = timed(["cp", big, big + ".copy"], env)
     os.unlink(big + ".copy")
     drop_caches()
+    t_cps, _ = timed(["sh", "-c", 'cp "$0" "$0.copy" && sync "$0.copy"', big], env)
+    os.unlink(big + ".copy")
+    drop_caches()
     t_stream, _ = timed(KMS + ["rewrap", "-i", big, "-o", big + ".stream"], env)
     os.unlink(big + ".stream")
     drop_caches()
@@ -117,6 +124,7 @@ def large_file(work: str, env: dict, size_mb: int) -> None:
     print(f"one file of {gib:.2f} GiB:")
     print(f"  rewrap --in-place         {t_rw:7.2f} s   ({gib / t_rw:5.2f} GiB/s: the kernel's copy, one fsync)")
     print(f"  cp (no fsync)             {t_cp:7.2f} s   ({gib / t_cp:5.2f} GiB/s)")
+    print(f"  cp, then fsync            {t_cps:7.2f} s   ({gib / t_cps:5.2f} GiB/s)")
     print(f"  rewrap -i -o (a stream)   {t_stream:7.2f} s   ({gib / t_stream:5.2f} GiB/s)")
     print(f"  decrypt | encrypt         {t_dec_enc:7.2f} s   ({gib / t_dec_enc:5.2f} GiB/s: re-encrypting the payload)")
     print(f"  again, current            {t_cur:7.2f} s   (header only)")

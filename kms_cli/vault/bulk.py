@@ -91,7 +91,7 @@ def rewrap_headers(vault, headers: list, *, dry_run: bool = False) -> list[Outco
         for (full, version), idx in groups.items():
             _rewrap_group(vault, full, version, [headers[i] for i in idx], idx, out, entries, dry_run)
     for rec, exc in entries:  # durable before the caller replaces any file
-        vault.record(rec, exc)
+        vault.record(rec, exc, housekeeping=not dry_run)  # a dry run changes nothing but the log
     return out
 
 

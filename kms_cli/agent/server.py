@@ -156,7 +156,7 @@ class Agent:
                      "cryptography.hazmat.primitives.hmac", "pwd", "resource", "kms_cli.vault.backup",
                      "kms_cli.cli.health_cmds", "kms_cli.cli.master", "kms_cli.cli.backup_cmds",
                      "kms_cli.cli.policy", "kms_cli.vault.policy", "kms_cli.cli.secret_rotate",
-                     "kms_cli.cli.secret_edit", "kms_cli.editing"):
+                     "kms_cli.cli.secret_edit", "kms_cli.editing", "kms_cli.cli.bulk_rewrap", "kms_cli.vault.bulk"):
             try:
                 importlib.import_module(name)
             except ImportError as exc:  # an optional extra: its commands import it themselves

@@ -84,12 +84,6 @@ def _check_args(paths: list[str], recursive: bool, input, output) -> None:  # no
                          hint="kms-cli rewrap --in-place [-r] PATH...  (or rewrap -i IN -o OUT for one stream)")
     if not paths:
         raise UsageError("rewrap --in-place needs at least one PATH")
-    for p in paths:
-        # PATH... takes every word after the first path: an option there is not read as an option.
-        if p.startswith("-") and not os.path.lexists(p):
-            raise UsageError(f"option {p} after the paths: options go before the paths",
-                             hint="kms-cli rewrap --in-place [-r] [--dry-run] [--json] PATH...  "
-                                  "(a file whose name starts with '-': ./-name)")
 
 
 def _collect(ctx, paths: list[str], recursive: bool, counts: _Counts) -> list[tuple[str, int]]:

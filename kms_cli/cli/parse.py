@@ -145,7 +145,7 @@ def parse(argv: list[str]) -> Parsed:
                 continue
             raise UsageError(f"unknown command {' '.join(words)!r}", hint="see `kms-cli --help`")
         positionals.append(tok)
-        if cmd.args and cmd.args[-1].rest and len(positionals) >= len(cmd.args):
+        if cmd.args and cmd.args[-1].rest and not cmd.args[-1].interspersed and len(positionals) >= len(cmd.args):
             rest_mode = True  # CMD started: everything after it belongs to CMD
     if cmd is None:
         if words:

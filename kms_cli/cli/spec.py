@@ -26,8 +26,10 @@ variable the option's setting also comes from (documented; config.py reads it); 
 the default shown in help where the handler, not `default`, supplies it.
 """
 
-Arg = namedtuple("Arg", ("dest", "help", "required", "rest", "metavar"), defaults=(True, False, None))
-Arg.__doc__ = """A positional argument; `rest` collects every remaining token (exec's CMD [ARGS...])."""
+Arg = namedtuple("Arg", ("dest", "help", "required", "rest", "metavar", "interspersed"),
+                 defaults=(True, False, None, False))
+Arg.__doc__ = """A positional argument; `rest` collects every remaining token (exec's CMD [ARGS...]), or with
+`interspersed` every remaining positional, options still read among them (rewrap's PATH...)."""
 
 Cmd = namedtuple("Cmd", ("path", "help", "handler", "opts", "args", "extra_arg_hint", "epilog", "examples"),
                  defaults=((), (), None, None, ()))
@@ -303,7 +305,7 @@ COMMANDS = (
                   ("With the context it was encrypted with", "kms-cli decrypt --context app=billing < notes.asc"))),
     Cmd(("rewrap",), "Re-wrap a ciphertext to its key's current version (no plaintext written).",
         "kms_cli.cli.data:rewrap", args=(Arg("paths", "With --in-place: files, or directories with --recursive.",
-                                             required=False, rest=True, metavar="PATH"),),
+                                             required=False, rest=True, metavar="PATH", interspersed=True),),
         opts=(_IN, _OUT,
               Opt(("--in-place",), "in_place", "Rewrap the files given, each replaced atomically (mode kept).",
                   kind="flag"),

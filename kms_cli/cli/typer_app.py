@@ -212,7 +212,7 @@ def build() -> typer.Typer:
     for cmd in spec.COMMANDS:
         fn = _command_function(cmd)
         settings = {}
-        if cmd.args and cmd.args[-1].rest:
+        if cmd.args and cmd.args[-1].rest and not cmd.args[-1].interspersed:
             settings = {"allow_interspersed_args": False}
         target = groups[cmd.path[0]] if len(cmd.path) > 1 else app
         target.command(name=cmd.path[-1], help=escape(cmd.help), epilog=epilog(cmd), context_settings=settings)(fn)

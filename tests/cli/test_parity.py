@@ -140,7 +140,12 @@ def _cases():
             if o.required:
                 yield f"{name}: missing {o.flags[-1]}", b, False
         for a in cmd.args:
-            if a.rest:
+            if a.rest and a.interspersed:  # PATH...: positionals with options read among them
+                # (the base ends with `-- prog --flag -h`: after --, every word is a path)
+                yield f"{name}: several {a.metavar}", [*base[:-4], "p1", "p2"], True
+                yield f"{name}: an unknown option among {a.metavar}", [*base[:-4], "p1", "--bogus", "p2"], False
+                yield f"{name}: no {a.metavar}", base[:-4], True
+            elif a.rest:
                 yield f"{name}: CMD without --", [*base[:-4], "prog", "-x", "--flag"], True
                 yield f"{name}: no CMD", base[:-4], True
             elif a.required:

@@ -420,12 +420,15 @@ def parse_ssh_private_key(data: bytes, passphrase: bytes | None = None) -> SSHEd
             raise UsageError("identity is passphrase-protected",
                              hint="give its passphrase (KMS_CLI_IDENTITY_PASSPHRASE)") from None
         raise _bad_identity("invalid ssh identity") from None
-    except ValueError as e:
-        if passphrase is not None and "incorrect" in str(e).lower() or "bad decrypt" in str(e).lower():
+    except ValueError:
+        if passphrase is not None:
             raise UnlockError("wrong passphrase for the ssh identity") from None
         raise _bad_identity("invalid ssh identity") from None
-    except Exception as e:  # noqa: BLE001 - UnsupportedAlgorithm (bcrypt missing, other ciphers)
-        raise _bad_identity("unsupported ssh identity",) from e.__cause__
+    except Exception as e:  # noqa: BLE001 - UnsupportedAlgorithm: bcrypt missing, other ciphers
+        if "bcrypt" in str(e):
+            raise UsageError("passphrase-protected ssh identities need the bcrypt package",
+                             hint="pip install 'kms-cli[ssh]'") from None
+        raise _bad_identity("unsupported ssh identity") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise _bad_identity("unsupported ssh identity: only ed25519 keys are accepted")
     seed = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())

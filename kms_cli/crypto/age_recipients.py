@@ -119,14 +119,13 @@ class X25519Recipient:
     def wrap(self, file_key: bytes) -> list[Stanza]:
         from kms_cli.crypto.primitives import random_bytes
 
-        while True:
-            eph = random_bytes(32)
-            share = _x25519_public(eph)
-            shared = _x25519(eph, self.public)
-            if shared is None:
-                raise _bad_recipient("invalid X25519 recipient: low-order point")
-            key = _hkdf(shared, share + self.public, X25519_LABEL)
-            return [Stanza("X25519", (age.b64encode(share),), _aead_seal(key, file_key))]
+        eph = random_bytes(32)
+        share = _x25519_public(eph)
+        shared = _x25519(eph, self.public)
+        if shared is None:
+            raise _bad_recipient("invalid X25519 recipient: low-order point")
+        key = _hkdf(shared, share + self.public, X25519_LABEL)
+        return [Stanza("X25519", (age.b64encode(share),), _aead_seal(key, file_key))]
 
     def __repr__(self) -> str:
         return f"X25519Recipient({self.text})"

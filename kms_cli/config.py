@@ -14,6 +14,7 @@ SETTINGS = {
     "timeout": ("KMS_CLI_TIMEOUT", "10"),
     "retries": ("KMS_CLI_RETRIES", "3"),
     "no_color": ("NO_COLOR", None),
+    "identity": ("KMS_CLI_IDENTITY", None),
 }
 
 # config.toml key -> the TOML types it takes, as said in an error
@@ -25,6 +26,7 @@ _TYPES = {
     "timeout": ((int, float, str), "a number of seconds"),
     "retries": ((int, str), "a whole number"),
     "no_color": ((bool,), "true or false"),
+    "identity": ((list, str), "an array of paths"),
 }
 MAX_TIMEOUT = 3600  # seconds per provider call: KMS_CLI_TIMEOUT is more than 0 and at most this
 MAX_RETRIES = 100  # KMS_CLI_RETRIES is from 0 to this
@@ -137,7 +139,7 @@ def _load_file(path: str) -> dict:
 class Settings:
     """The resolved settings of one invocation."""
 
-    __slots__ = ("vault", "namespace", "unlock", "passphrase_file", "timeout", "retries", "no_color")
+    __slots__ = ("vault", "namespace", "unlock", "passphrase_file", "timeout", "retries", "no_color", "identity")
 
     def __init__(self, **values):
         for k in self.__slots__:
@@ -150,7 +152,7 @@ def resolve(flags: dict, environ) -> Settings:
     values = {}
     origin = {}  # key -> where its value came from, for an error about it
     for key, (var, default) in SETTINGS.items():
-        if flags.get(key) not in (None, False):
+        if flags.get(key) not in (None, False, []):
             values[key] = flags[key]
             continue
         if var and environ.get(var) not in (None, "") or (key == "no_color" and var in environ):
@@ -169,7 +171,18 @@ def resolve(flags: dict, environ) -> Settings:
         timeout=_timeout(values["timeout"], origin.get("timeout", "KMS_CLI_TIMEOUT")),
         retries=_retries(values["retries"], origin.get("retries", "KMS_CLI_RETRIES")),
         no_color=bool(values["no_color"]) or "NO_COLOR" in environ,
+        identity=_identities(values["identity"], origin.get("identity", "KMS_CLI_IDENTITY")),
     )
+
+
+def _identities(raw, what: str) -> list[str]:
+    """Identity file paths: a list (flags, config.toml), or paths joined by ':' (KMS_CLI_IDENTITY)."""
+    if raw is None:
+        return []
+    items = raw.split(":") if isinstance(raw, str) else raw
+    if not all(isinstance(p, str) for p in items):
+        raise UsageError(f"invalid {what}: identity paths are strings")
+    return [p for p in items if p]
 
 
 def _timeout(raw, what: str = "KMS_CLI_TIMEOUT") -> float:

@@ -90,6 +90,8 @@ class Ctx:
             prompt=self.prompt if sys.stdin.isatty() else None,
             create_key=create_key,
             allow_weak_passphrase=allow_weak_passphrase,
+            identities=s.identity,
+            warn=self.warn,
             timeout=s.timeout,
             retries=s.retries,
             environ=self.environ,

@@ -59,6 +59,8 @@ GLOBAL_OPTS = (
     Opt(("--no-color",), "no_color", "Plain output.", kind="flag", envvar="NO_COLOR"),
     Opt(("--no-agent",), "no_agent", "Unlock here even when the agent holds the vault.", kind="flag",
         envvar="KMS_CLI_NO_AGENT"),
+    Opt(("--identity",), "identity", "Identity file for recipient slots (repeatable; KMS_CLI_IDENTITY holds paths "
+        "joined by ':').", kind="multi", metavar="FILE", envvar="KMS_CLI_IDENTITY"),
 )
 
 GROUPS = (
@@ -68,6 +70,7 @@ GROUPS = (
     Group("audit", "The tamper-evident audit log."),
     Group("agent", "The per-user agent: unlock once, then every command is served without the master key."),
     Group("policy", "Rotation policies per namespace: schedules by key purpose, and the old versions' grace."),
+    Group("identity", "Identities for recipient slots (age and OpenSSH keys)."),
 )
 
 # Shown by `kms-cli --help` and the man page.
@@ -117,8 +120,11 @@ COMMANDS = (
         examples=(("List the slots", "kms-cli master list"),
                   ("As JSON", "kms-cli --json master list"))),
     Cmd(("master", "add"), "Seal the vault's root key with another master key source.", "kms_cli.cli.master:add",
-        args=(Arg("source", "Master key source URI.", metavar="SOURCE"),), opts=(_CREATE_KEY, _WEAK),
+        args=(Arg("source", "Master key source URI, or a recipient: age1..., age1pq1... or 'ssh-ed25519 AAAA...'.",
+                  metavar="SOURCE"),), opts=(_CREATE_KEY, _WEAK),
         examples=(("Add a passphrase as a fallback", "kms-cli master add passphrase"),
+                  ("Let a teammate open the vault with their age identity",
+                   "kms-cli master add age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"),
                   ("Add the OS keyring", "kms-cli master add keyring:kms-cli"),
                   ("Add a HashiCorp Vault or OpenBao transit key", "kms-cli master add hcvault://transit/keys/kms-cli"))),
     Cmd(("master", "remove"), "Remove a slot (never the last one).", "kms_cli.cli.master:remove",
@@ -129,6 +135,16 @@ COMMANDS = (
         "kms_cli.cli.master:rotate", opts=(_WEAK,),
         examples=(("Replace the root key", "kms-cli master rotate"),
                   ("Unlock with the passphrase slot to do it", "kms-cli --unlock passphrase master rotate"))),
+    # -- identities ----------------------------------------------------------
+    Cmd(("identity", "generate"), "Write a new age identity and print its recipient.",
+        "kms_cli.cli.identity:generate",
+        opts=(Opt(("--pq",), "pq", "A post-quantum hybrid identity (ML-KEM-768 + X25519: age1pq1...).", kind="flag"),
+              Opt(("-o", "--out"), "output", "Identity file to create (0600; an existing one is never replaced, "
+                  "exit 8); without it the identity goes to stdout and the recipient to stderr.", metavar="FILE")),
+        epilog="Give the recipient to a vault's maintainer (`kms-cli master add RECIPIENT`); keep the identity "
+               "file to yourself and pass it with --identity FILE or KMS_CLI_IDENTITY.",
+        examples=(("A new identity for this machine", "kms-cli identity generate -o ~/.config/kms-cli/identity.txt"),
+                  ("A post-quantum one", "kms-cli identity generate --pq -o id-pq.txt"))),
     # -- policies ------------------------------------------------------------
     Cmd(("policy", "set"), "Set a namespace's rotation policy: a schedule per key purpose, and a grace.",
         "kms_cli.cli.policy:set_", args=(Arg("namespace", "Namespace (the policy covers every name under it).",

@@ -17,6 +17,7 @@ SCHEMES = {
     "gcp-kms": "kms_cli.providers.gcp_kms",
     "azure-kv": "kms_cli.providers.azure_kv",
     "hcvault": "kms_cli.providers.hcvault",
+    "recipient": "kms_cli.providers.recipient",
 }
 
 
@@ -24,11 +25,14 @@ def scheme_of(uri: str) -> str:
     """The scheme of a source URI (`passphrase` has no colon)."""
     if uri == "passphrase" or uri.startswith("passphrase:"):
         return "passphrase"
+    if uri.startswith(("age1", "ssh-")):  # a recipient: an age or OpenSSH public key, not a URI
+        return "recipient"
     head, sep, _ = uri.partition(":")
     if not sep or head not in SCHEMES:
         raise UsageError(
             f"unknown master key source {uri.split(':', 1)[0]!r}",
-            hint="use one of: " + ", ".join(f"{s}:" if s != "passphrase" else s for s in SCHEMES),
+            hint="use one of: " + ", ".join(f"{s}:" for s in SCHEMES if s not in ("passphrase", "recipient"))
+                 + ", passphrase, or a recipient (age1..., age1pq1..., ssh-ed25519 AAAA...)",
         )
     return head
 

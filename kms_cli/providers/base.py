@@ -22,7 +22,8 @@ class SourceOptions:
     def __init__(self, passphrase_file: Optional[str] = None,
                  prompt: Optional[Callable[[str, bool], str]] = None,  # (label, confirm) -> passphrase
                  create_key: bool = False, timeout: float = 10.0, retries: int = 3,
-                 environ: Optional[dict] = None, allow_weak_passphrase: bool = False):
+                 environ: Optional[dict] = None, allow_weak_passphrase: bool = False,
+                 identities: Optional[list] = None, warn: Optional[Callable[[str], None]] = None):
         self.passphrase_file = passphrase_file
         self.prompt = prompt
         self.create_key = create_key
@@ -30,6 +31,9 @@ class SourceOptions:
         self.retries = retries
         self.environ = {} if environ is None else environ
         self.allow_weak_passphrase = allow_weak_passphrase  # a new passphrase slot may be weak
+        self.identities = list(identities or [])  # identity file paths, for recipient slots
+        self.warn = warn  # one-line warnings (an identity file others can read)
+        self.loaded_identities = None  # the parsed identities, once (shared by every recipient slot)
 
     def __repr__(self) -> str:  # never the environment: it holds master keys
         return f"SourceOptions(timeout={self.timeout}, retries={self.retries}, create_key={self.create_key})"

@@ -16,7 +16,8 @@ from kms_cli.audit import AuditLog, result_of
 from kms_cli.binding import bind
 from kms_cli.crypto import wrap
 from kms_cli.crypto.primitives import equal, random_bytes
-from kms_cli.errors import AlreadyExistsError, IntegrityError, KmsError, NotFoundError, UnavailableError, UnlockError
+from kms_cli.errors import (AlreadyExistsError, IntegrityError, KmsError, NotFoundError, UnavailableError, UnlockError,
+                            UsageError)
 from kms_cli.names import Namespace
 from kms_cli.providers import from_uri, scheme_of
 from kms_cli.providers.base import SourceOptions
@@ -316,6 +317,8 @@ def _unlock(store: Store, vault_id: bytes, slots: list[dict], options: Options, 
             if not equal(slot_tag(sub.slot, vault_id, slot["id"], slot["uri"], slot["blob"]), slot["tag"]):
                 # the source opened it, so the key is right and the row was edited
                 raise IntegrityError(f"slot {slot['id']} failed authentication (edited outside kms-cli)")
+        except UsageError:
+            raise  # the invocation's own input (an identity file that is a directory, malformed): exit 2 now
         except KmsError as exc:
             failures.append((slot["id"], slot["uri"], exc))
             continue

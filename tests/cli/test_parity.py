@@ -42,7 +42,8 @@ def click_parse(root, argv: list[str]):
     """(path, globals, params) as click reads argv, in the shapes the fast parser produces."""
     try:
         ctx = root.make_context("kms-cli", list(argv))
-        found = {k: v for k, v in ctx.params.items() if k != "version" and v not in (None, False)}
+        found = {k: list(v) if isinstance(v, tuple) else v for k, v in ctx.params.items()
+                 if k != "version" and v not in (None, False, ())}  # a repeatable global: a list, or absent
         cmd, path, rest = root, [], _pending(ctx)
         while hasattr(cmd, "resolve_command"):
             if not rest:
@@ -57,8 +58,8 @@ def click_parse(root, argv: list[str]):
     params = {}
     for k, v in ctx.params.items():
         if k.startswith("g_"):
-            if v not in (None, False):
-                found[k[2:]] = v
+            if v not in (None, False, ()):
+                found[k[2:]] = list(v) if isinstance(v, tuple) else v
             continue
         multi = any(o.dest == k and o.kind == "multi" for o in table.opts) or any(
             a.dest == k and a.rest for a in table.args)

@@ -1,0 +1,148 @@
+"""Recipient slots (spec section 7) through the real CLI: age X25519, the post-quantum hybrid and
+ssh-ed25519 recipients; identities from --identity, KMS_CLI_IDENTITY and config.toml; interop with
+the Debian `age`/`age-keygen` and `ssh-keygen` binaries."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+
+import pytest
+
+NO_KEY = {"KMS_CLI_MASTER_KEY": None}
+needs_age = pytest.mark.skipif(shutil.which("age") is None or shutil.which("age-keygen") is None,
+                               reason="the age and age-keygen binaries are not installed")
+needs_ssh = pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="ssh-keygen is not installed")
+
+
+def _identity(vault, path, *extra) -> str:
+    return vault.ok("identity", "generate", *extra, "-o", str(path)).text.strip()
+
+
+def test_identity_generate(vault, tmp_path):
+    path = tmp_path / "id.txt"
+    recipient = _identity(vault, path)
+    assert recipient.startswith("age1") and not recipient.startswith("age1pq1")
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    text = path.read_text()
+    assert f"# public key: {recipient}" in text and "AGE-SECRET-KEY-1" in text
+    before = path.read_bytes()
+    r = vault("identity", "generate", "-o", str(path))
+    assert r.code == 8 and path.read_bytes() == before
+    r = vault.ok("identity", "generate")  # to stdout, the recipient on stderr (as age-keygen)
+    assert r.out.startswith(b"# created: ") and "recipient: age1" in r.err
+    assert _identity(vault, tmp_path / "pq.txt", "--pq").startswith("age1pq1")
+
+
+def test_a_teammate_opens_the_vault_with_an_identity(vault, tmp_path):
+    vault.ok("secret", "put", "s", input=b"shared")
+    alice = tmp_path / "alice.txt"
+    vault.ok("master", "add", _identity(vault, alice))
+    listing = vault.ok("master", "list").text
+    assert "age1" in listing
+    assert vault.ok("--identity", str(alice), "secret", "get", "s", env=NO_KEY).out == b"shared"
+    assert vault.ok("secret", "get", "s", env={**NO_KEY, "KMS_CLI_IDENTITY": str(alice)}).out == b"shared"
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'identity = ["{alice}"]\n')
+    assert vault.ok("secret", "get", "s", env={**NO_KEY, "KMS_CLI_CONFIG": str(cfg)}).out == b"shared"
+
+
+def test_the_post_quantum_hybrid_recipient(vault, tmp_path):
+    vault.ok("secret", "put", "s", input=b"pq")
+    pq = tmp_path / "pq.txt"
+    vault.ok("master", "add", _identity(vault, pq, "--pq"))
+    assert vault.ok("--identity", str(pq), "secret", "get", "s", env=NO_KEY).out == b"pq"
+
+
+def test_no_matching_identity_is_exit_4_naming_what_was_tried(vault, tmp_path):
+    vault.ok("master", "add", _identity(vault, tmp_path / "alice.txt"))
+    bob = tmp_path / "bob.txt"
+    _identity(vault, bob)
+    r = vault("--identity", str(bob), "secret", "list", env=NO_KEY)
+    assert r.code == 4 and str(bob) in r.err and "age1" in r.err
+    assert "AGE-SECRET-KEY" not in r.err
+
+
+def test_bad_recipients_and_identities(vault, tmp_path):
+    for bad in ("age1notvalid", "ssh-rsa AAAAB3NzaC1yc2E", "ssh-ed25519 !!!", "age1pq1xyz"):
+        r = vault("master", "add", bad)
+        assert r.code == 2 and r.err.startswith("kms-cli: error:") and "Traceback" not in r.err, bad
+    vault.ok("master", "add", _identity(vault, tmp_path / "alice.txt"))
+    r = vault("--identity", str(tmp_path), "secret", "list", env=NO_KEY)
+    assert r.code == 2 and "is a directory" in r.err
+    garbage = tmp_path / "garbage.txt"
+    garbage.write_text("# comment\nAGE-SECRET-KEY-1BROKEN\n")
+    r = vault("--identity", str(garbage), "secret", "list", env=NO_KEY)
+    assert r.code == 2 and "line 2" in r.err and "BROKEN" not in r.err
+    truncated = tmp_path / "trunc.txt"
+    truncated.write_text((tmp_path / "alice.txt").read_text()[:-20])
+    assert vault("--identity", str(truncated), "secret", "list", env=NO_KEY).code == 2
+    r = vault("--identity", str(tmp_path / "missing.txt"), "secret", "list", env=NO_KEY)
+    assert r.code == 2 and "no identity file" in r.err
+
+
+def test_an_identity_file_others_can_read_is_warned_about(vault, tmp_path):
+    alice = tmp_path / "alice.txt"
+    vault.ok("master", "add", _identity(vault, alice))
+    alice.chmod(0o644)
+    r = vault.ok("--identity", str(alice), "secret", "list", env=NO_KEY)
+    assert "readable by other users" in r.err
+
+
+@needs_age
+def test_interop_with_age_binaries(vault, tmp_path):
+    """An identity made by age-keygen opens a recipient slot; a slot is an age file that `age -d`
+    reads with the identity; what `age -r` encrypts to a kms-cli identity opens with it."""
+    keyfile = tmp_path / "agekey.txt"
+    subprocess.run(["age-keygen", "-o", str(keyfile)], check=True, capture_output=True)
+    keyfile.chmod(0o600)
+    recipient = subprocess.run(["age-keygen", "-y", str(keyfile)], check=True, capture_output=True, text=True).stdout.strip()
+    vault.ok("secret", "put", "s", input=b"v")
+    vault.ok("master", "add", recipient)
+    assert vault.ok("--identity", str(keyfile), "secret", "get", "s", env=NO_KEY).out == b"v"
+    db = sqlite3.connect(vault.vault)
+    blob = db.execute("SELECT blob FROM slots WHERE uri = ?", (recipient,)).fetchone()[0]
+    db.close()
+    (tmp_path / "slot.age").write_bytes(blob)
+    root = subprocess.run(["age", "-d", "-i", str(keyfile), str(tmp_path / "slot.age")], check=True,
+                          capture_output=True).stdout
+    assert len(root) == 32
+    ours = tmp_path / "ours.txt"
+    ours_recipient = _identity(vault, ours)
+    enc = subprocess.run(["age", "-r", ours_recipient], input=b"from age", check=True, capture_output=True).stdout
+    dec = subprocess.run(["age", "-d", "-i", str(ours)], input=enc, check=True, capture_output=True).stdout
+    assert dec == b"from age"  # age itself reads the identity file kms-cli wrote
+    vault.ok("master", "add", ours_recipient)
+    assert vault.ok("--identity", str(ours), "secret", "get", "s", env=NO_KEY).out == b"v"
+
+
+@needs_ssh
+def test_ssh_ed25519_recipients_and_protected_keys(vault, tmp_path):
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "correct horse", "-C", "alice@laptop", "-f", str(key)],
+                   check=True)
+    vault.ok("secret", "put", "s", input=b"ssh")
+    vault.ok("master", "add", (tmp_path / "id_ed25519.pub").read_text())
+    assert "alice@laptop" in vault.ok("master", "list").text
+    ok = vault("--identity", str(key), "secret", "get", "s", env={**NO_KEY, "KMS_CLI_IDENTITY_PASSPHRASE": "correct horse"})
+    if ok.code == 2 and "bcrypt" in ok.err:
+        pytest.skip("bcrypt (the ssh extra) is not installed")
+    assert ok.code == 0 and ok.out == b"ssh"
+    r = vault("--identity", str(key), "secret", "get", "s", env={**NO_KEY, "KMS_CLI_IDENTITY_PASSPHRASE": "wrong"})
+    assert r.code == 4 and "Traceback" not in r.err
+    r = vault("--identity", str(key), "secret", "get", "s", env=NO_KEY)
+    assert r.code == 4 and "KMS_CLI_IDENTITY_PASSPHRASE" in r.err
+
+
+def test_unlock_hands_a_recipient_vault_to_the_agent(vault, tmp_path):
+    alice = tmp_path / "alice.txt"
+    vault.ok("secret", "put", "s", input=b"agent")
+    vault.ok("master", "add", _identity(vault, alice))
+    vault.ok("--identity", str(alice), "unlock", env=NO_KEY)
+    try:
+        assert vault.ok("secret", "get", "s", env=NO_KEY).out == b"agent"  # no identity needed now
+    finally:
+        vault.ok("agent", "stop")
+    assert os.path.exists(vault.vault)

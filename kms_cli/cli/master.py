@@ -26,12 +26,26 @@ def add(ctx, source, create_key, allow_weak_passphrase) -> int:
     return 0
 
 
-def remove(ctx, slot) -> int:
+def remove(ctx, slot, rotate=False) -> int:
     from kms_cli.vault import slots
 
     with ctx.vault() as vault:
-        info = slots.remove(vault, slot)
-    ctx.emit(info, lambda i: ctx.info(f"removed slot {i['slot']} ({i['source']})"))
+        info = slots.remove(vault, slot, rotate_root=rotate)
+    if ctx.json:
+        ctx.emit_json(info)
+        return 0
+    if rotate:
+        from kms_cli.cli.output import plural
+
+        r = info["rotated"]
+        ctx.info(f"removed slot {info['slot']} ({info['source']}) and rotated the root key: re-sealed "
+                 f"{plural(r['key_versions'], 'key version')}, {plural(r['secret_versions'], 'secret version')} "
+                 f"and {plural(r['slots'], 'slot')}")
+    else:
+        ctx.info(f"removed slot {info['slot']} ({info['source']})")
+        if info["source"].startswith(("age1", "ssh-")):
+            ctx.info("hint: the removed recipient may have kept the root key; run `kms-cli master rotate` (or "
+                     "remove with --rotate) so it opens nothing written from now on")
     return 0
 
 

@@ -129,8 +129,11 @@ COMMANDS = (
                   ("Add a HashiCorp Vault or OpenBao transit key", "kms-cli master add hcvault://transit/keys/kms-cli"))),
     Cmd(("master", "remove"), "Remove a slot (never the last one).", "kms_cli.cli.master:remove",
         args=(Arg("slot", "Slot number (see master list).", metavar="SLOT"),),
+        opts=(Opt(("--rotate",), "rotate", "Also rotate the root key, in the same transaction: what the removed "
+                  "holder kept opens nothing written from now on.", kind="flag"),),
         examples=(("Find the slot's number", "kms-cli master list"),
-                  ("Remove slot 2", "kms-cli master remove 2"))),
+                  ("Remove slot 2", "kms-cli master remove 2"),
+                  ("Remove a teammate and rotate the root key", "kms-cli master remove 3 --rotate"))),
     Cmd(("master", "rotate"), "New root key: re-seal every key, secret and slot (ciphertexts stay valid).",
         "kms_cli.cli.master:rotate", opts=(_WEAK,),
         examples=(("Replace the root key", "kms-cli master rotate"),

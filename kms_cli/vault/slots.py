@@ -57,8 +57,12 @@ def _slot_id(text: str) -> int:
         raise UsageError(f"invalid slot {text!r}: expected a slot number", hint="see `kms-cli master list`") from None
 
 
-def remove(vault, slot: str) -> dict:
+def remove(vault, slot: str, rotate_root: bool = False, progress=None) -> dict:
+    """Remove a slot; with `rotate_root`, in the same transaction as a new root key (`rotate`), so
+    what the removed holder kept of the old root opens nothing written from now on."""
     slot_id = _slot_id(slot)
+    if rotate_root:
+        return rotate(vault, progress, drop=slot_id)
     with vault.operation("master.remove", str(slot_id)):
         rows = vault.store.slots()
         row = next((r for r in rows if r["id"] == slot_id), None)
@@ -73,21 +77,35 @@ def remove(vault, slot: str) -> dict:
         return desc
 
 
-def rotate(vault, progress=None) -> dict:
+def rotate(vault, progress=None, *, drop: int | None = None) -> dict:
     """A new root key: every key version's material, every secret value and every slot re-sealed,
     and the audit chain re-MACed, in one transaction. Every row is authenticated under the old
     key before it is rewritten (an edited row stops the rotation: it is never laundered into a
     valid one). Data ciphertexts stay valid: their data keys are wrapped by key versions, whose
-    material does not change. `progress(done, total)`: keys and secrets re-sealed so far."""
-    with vault.operation("master.rotate") as rec:
+    material does not change. `progress(done, total)`: keys and secrets re-sealed so far.
+    `drop`: a slot removed in the same transaction (`master remove --rotate`): never sealed to."""
+    op, target = ("master.remove", str(drop)) if drop is not None else ("master.rotate", None)
+    with vault.operation(op, target) as rec:
         # everything verified first, under the old keys: rows, slots, the audit chain
         state_rows.verify_all(vault)
         vault.audit.verify()
+        slots = vault.store.slots()
+        removed = None
+        if drop is not None:
+            row = next((r for r in slots if r["id"] == drop), None)
+            if row is None:
+                raise NotFoundError(f"no slot {drop}", hint="see `kms-cli master list`")
+            if len(slots) == 1:
+                raise StateError("cannot remove the last slot: the vault could never be unlocked again",
+                                 hint="add another with `kms-cli master add SOURCE` first")
+            removed = _describe(vault, row)
         new_root = random_bytes(32)
         new = Subkeys.derive(new_root, vault.vault_id)
         # every slot next: if one source cannot seal, nothing changes
         sealed = []
-        for row in vault.store.slots():
+        for row in slots:
+            if row["id"] == drop:
+                continue
             source = from_uri(row["uri"], vault.options.source)
             blob = source.wrap(new_root, {CONTEXT_KEY: vault.vault_id.hex()})
             sealed.append((row["id"], row["uri"], blob))
@@ -123,11 +141,13 @@ def rotate(vault, progress=None) -> dict:
                 progress(done, total)
         for policy in state_rows.load_policies(vault):
             policy.save(vault, keys=new)
+        if drop is not None:
+            vault.store.remove_slot(drop)
         for slot_id, uri, blob in sealed:
             vault.store.update_slot(slot_id, blob, slot_tag(new.slot, vault.vault_id, slot_id, uri, blob))
         state_rows.seal_slot_set(vault, keys=new)
         vault.audit.rekey(new.audit, verified=True)
         vault._root, vault.subkeys = new_root, new
         vault._slot_blob = next((b for i, _, b in sealed if i == vault.slot_id), None)
-        rec.extra = counts
-        return counts
+        rec.extra = counts if removed is None else {**counts, "rotate": True}
+        return counts if removed is None else {**removed, "rotated": counts}

@@ -146,3 +146,28 @@ def test_unlock_hands_a_recipient_vault_to_the_agent(vault, tmp_path):
     finally:
         vault.ok("agent", "stop")
     assert os.path.exists(vault.vault)
+
+
+def test_remove_with_rotate_shuts_out_the_removed_holder(vault, tmp_path):
+    """`master remove SLOT --rotate`: the slot goes and the root key changes in one transaction.
+    The removed holder's copy of the old slot (or the root key it unsealed) opens nothing new."""
+    alice = tmp_path / "alice.txt"
+    vault.ok("master", "add", _identity(vault, alice))
+    vault.ok("secret", "put", "s", input=b"before")
+    stolen = tmp_path / "stolen.db"
+    stolen.write_bytes(open(vault.vault, "rb").read())  # what alice could have kept: the whole file
+    r = vault.ok("master", "remove", "2")
+    assert "master rotate" in r.err  # without --rotate: the hint
+    sid = vault.ok("--json", "master", "add", alice.read_text().split("# public key: ")[1].split()[0]).json()["slot"]
+    r = vault.ok("--json", "master", "remove", str(sid), "--rotate")
+    assert r.json()["slot"] == sid and r.json()["rotated"]["slots"] == 1
+    vault.ok("secret", "put", "s", input=b"after")
+    assert vault("--identity", str(alice), "secret", "get", "s", env=NO_KEY).code == 4
+    # the old file alice kept opens with her identity, but the current vault's rows are sealed anew
+    env = {**NO_KEY, "KMS_CLI_VAULT": str(stolen)}
+    assert vault.ok("--identity", str(alice), "secret", "get", "s", env=env).out == b"before"
+    assert vault.ok("audit", "verify").code == 0
+    entries = [(e["op"], e["target"]) for e in vault.ok("--json", "audit", "log").json_lines()]
+    assert ("master.remove", str(sid)) in entries
+    assert [s["slot"] for s in vault.ok("--json", "master", "list").json()] == [1]
+    assert vault("master", "remove", "1", "--rotate").code == 6  # never the last slot

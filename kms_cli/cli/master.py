@@ -17,9 +17,20 @@ def list_(ctx) -> int:
     return 0
 
 
-def add(ctx, source, create_key, allow_weak_passphrase) -> int:
+def add(ctx, source, create_key, allow_weak_passphrase, recipients_file=None) -> int:
+    from kms_cli.errors import UsageError
     from kms_cli.vault import slots
 
+    if (source is None) == (recipients_file is None):
+        raise UsageError("give a SOURCE or --recipients-file F (not both)", hint="kms-cli master add SOURCE")
+    if recipients_file is not None:
+        from kms_cli import fileio
+
+        lines = slots.recipient_lines(fileio.read_input(recipients_file), recipients_file)
+        with ctx.vault() as vault:
+            added = slots.add_recipients(vault, lines, ctx.source_options())
+        ctx.emit(added, lambda a: [ctx.info(f"added slot {i['slot']} ({i['source']})") for i in a])
+        return 0
     with ctx.vault() as vault:
         info = slots.add(vault, source, ctx.source_options(create_key=create_key, allow_weak_passphrase=allow_weak_passphrase))
     ctx.emit(info, lambda i: ctx.info(f"added slot {i['slot']} ({i['source']})"))

@@ -121,7 +121,10 @@ COMMANDS = (
                   ("As JSON", "kms-cli --json master list"))),
     Cmd(("master", "add"), "Seal the vault's root key with another master key source.", "kms_cli.cli.master:add",
         args=(Arg("source", "Master key source URI, or a recipient: age1..., age1pq1... or 'ssh-ed25519 AAAA...'.",
-                  metavar="SOURCE"),), opts=(_CREATE_KEY, _WEAK),
+                  metavar="SOURCE", required=False),),
+        opts=(_CREATE_KEY, _WEAK,
+              Opt(("--recipients-file", "-R"), "recipients_file", "Add one recipient slot per line of F, as age -R "
+                  "reads it (# comments, blank lines), all or none.", metavar="F")),
         examples=(("Add a passphrase as a fallback", "kms-cli master add passphrase"),
                   ("Let a teammate open the vault with their age identity",
                    "kms-cli master add age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"),

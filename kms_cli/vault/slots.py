@@ -50,6 +50,58 @@ def add(vault, uri: str, options) -> dict:
         return _describe(vault, vault.store.slot(slot_id))
 
 
+def recipient_lines(data: bytes, name: str) -> list[tuple[int, str]]:
+    """(line number, recipient) of a recipients file as age -R reads it: # comments and blank
+    lines skipped, CRLF and a UTF-8 BOM accepted; a line that is not a recipient is exit 2 naming it."""
+    from kms_cli.providers import scheme_of
+
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise UsageError(f"{name} is not UTF-8 text") from None
+    out = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            ok = scheme_of(line) == "recipient"
+        except UsageError:
+            ok = False
+        if not ok:
+            raise UsageError(f"{name} line {number}: not a recipient",
+                             hint="a line is age1..., age1pq1... or ssh-ed25519 AAAA... (# starts a comment)")
+        out.append((number, line))
+    if not out:
+        raise UsageError(f"{name} holds no recipient")
+    return out
+
+
+def add_recipients(vault, lines: list[tuple[int, str]], options) -> list[dict]:
+    """One slot per recipient, in one transaction (all or nothing), one master.add entry each."""
+    sources = []
+    for number, line in lines:
+        try:
+            sources.append(from_uri(line, options))
+        except UsageError as exc:
+            raise UsageError(f"line {number}: {exc.message}", hint=exc.hint) from None
+    added = []
+    with vault.operation("master.add-recipients", None) as rec:
+        taken = {r["uri"] for r in vault.store.slots()}
+        for source in sources:
+            if source.uri in taken:
+                raise AlreadyExistsError(f"a slot already uses {source.uri}")
+            taken.add(source.uri)
+            slot_id = vault.store.next_slot_id()
+            vault._add_slot_row(slot_id, source.uri, source.wrap(vault._root, vault.context))
+            added.append(slot_id)
+        state_rows.seal_slot_set(vault)
+        for slot_id in added:
+            vault.audit.append("master.add", vault.store.slot(slot_id)["uri"], None, extra={"slot": slot_id})
+        rec.extra = {"slots": added}
+        return [_describe(vault, vault.store.slot(i)) for i in added]
+
+
 def _slot_id(text: str) -> int:
     try:
         return int(text)

@@ -171,3 +171,27 @@ def test_remove_with_rotate_shuts_out_the_removed_holder(vault, tmp_path):
     assert ("master.remove", str(sid)) in entries
     assert [s["slot"] for s in vault.ok("--json", "master", "list").json()] == [1]
     assert vault("master", "remove", "1", "--rotate").code == 6  # never the last slot
+
+
+def test_a_recipients_file_adds_every_line_or_none(vault, tmp_path):
+    alice, bob = tmp_path / "alice.txt", tmp_path / "bob.txt"
+    ra, rb = _identity(vault, alice), _identity(vault, bob)
+    good = tmp_path / "team.txt"
+    good.write_bytes(("\ufeff# the team\r\n" + ra + "\r\n\r\n" + rb + "  # bob\r\n").encode().replace(
+        b"  # bob", b""))
+    vault.ok("secret", "put", "s", input=b"team")
+    added = vault.ok("--json", "master", "add", "--recipients-file", str(good)).json()
+    assert [a["source"] for a in added] == [ra, rb]
+    for who in (alice, bob):
+        assert vault.ok("--identity", str(who), "secret", "get", "s", env=NO_KEY).out == b"team"
+    slots_before = vault.ok("--json", "master", "list").json()
+    bad = tmp_path / "bad.txt"
+    carol = _identity(vault, tmp_path / "carol.txt")
+    bad.write_text(f"{carol}\nnot-a-recipient\n")
+    r = vault("master", "add", "-R", str(bad))
+    assert r.code == 2 and "line 2" in r.err
+    assert vault.ok("--json", "master", "list").json() == slots_before  # nothing added
+    assert vault("master", "add", "-R", str(good)).code == 8  # already there: none added
+    assert vault("master", "add").code == 2
+    entries = [e["op"] for e in vault.ok("--json", "audit", "log").json_lines()]
+    assert entries.count("master.add") == 2 and "master.add-recipients" in entries

@@ -109,6 +109,17 @@ def _slot_id(text: str) -> int:
         raise UsageError(f"invalid slot {text!r}: expected a slot number", hint="see `kms-cli master list`") from None
 
 
+def _removable(slots, slot_id: int):
+    """The row of slot `slot_id`, which may be removed: it exists and is not the last one."""
+    row = next((r for r in slots if r["id"] == slot_id), None)
+    if row is None:
+        raise NotFoundError(f"no slot {slot_id}", hint="see `kms-cli master list`")
+    if len(slots) == 1:
+        raise StateError("cannot remove the last slot: the vault could never be unlocked again",
+                         hint="add another with `kms-cli master add SOURCE` first")
+    return row
+
+
 def remove(vault, slot: str, rotate_root: bool = False, progress=None) -> dict:
     """Remove a slot; with `rotate_root`, in the same transaction as a new root key (`rotate`), so
     what the removed holder kept of the old root opens nothing written from now on."""
@@ -116,14 +127,7 @@ def remove(vault, slot: str, rotate_root: bool = False, progress=None) -> dict:
     if rotate_root:
         return rotate(vault, progress, drop=slot_id)
     with vault.operation("master.remove", str(slot_id)):
-        rows = vault.store.slots()
-        row = next((r for r in rows if r["id"] == slot_id), None)
-        if row is None:
-            raise NotFoundError(f"no slot {slot_id}", hint="see `kms-cli master list`")
-        if len(rows) == 1:
-            raise StateError("cannot remove the last slot: the vault could never be unlocked again",
-                             hint="add another with `kms-cli master add SOURCE` first")
-        desc = _describe(vault, row)
+        desc = _describe(vault, _removable(vault.store.slots(), slot_id))
         vault.store.remove_slot(slot_id)
         state_rows.seal_slot_set(vault)
         return desc
@@ -144,13 +148,7 @@ def rotate(vault, progress=None, *, drop: int | None = None) -> dict:
         slots = vault.store.slots()
         removed = None
         if drop is not None:
-            row = next((r for r in slots if r["id"] == drop), None)
-            if row is None:
-                raise NotFoundError(f"no slot {drop}", hint="see `kms-cli master list`")
-            if len(slots) == 1:
-                raise StateError("cannot remove the last slot: the vault could never be unlocked again",
-                                 hint="add another with `kms-cli master add SOURCE` first")
-            removed = _describe(vault, row)
+            removed = _describe(vault, _removable(slots, drop))
         new_root = random_bytes(32)
         new = Subkeys.derive(new_root, vault.vault_id)
         # every slot next: if one source cannot seal, nothing changes

@@ -17,3 +17,26 @@ TOML_PIECES = st.one_of(
 
 def toml_files(max_pieces: int):
     return st.lists(TOML_PIECES, max_size=max_pieces).map(b"".join)
+
+
+def edits(max_size: int):
+    """Up to `max_size` byte edits: (position, byte, replace|insert|delete|cut); see `garble`."""
+    return st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255),
+                              st.sampled_from(["replace", "insert", "delete", "cut"])), min_size=1, max_size=max_size)
+
+
+def garble(data: bytes, edits) -> bytes:
+    """`data` with the edits applied; a replace always changes the byte it hits."""
+    raw = bytearray(data)
+    for pos, byte, kind in edits:
+        at = pos % (len(raw) + 1)
+        if kind == "insert":
+            raw[at:at] = bytes([byte])
+        elif kind == "cut":
+            del raw[at:]
+        elif raw:
+            if kind == "replace":
+                raw[at % len(raw)] = byte if raw[at % len(raw)] != byte else byte ^ 1
+            else:
+                del raw[at % len(raw)]
+    return bytes(raw)

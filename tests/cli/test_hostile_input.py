@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from kmshelp import Kms, base_env
-from strategies import toml_files
+from strategies import edits, garble, toml_files
 
 from kms_cli import config, names, template
 from kms_cli.durations import parse_duration
@@ -50,35 +50,15 @@ def box(tmp_path_factory) -> Kms:
 
 # -- decrypt -------------------------------------------------------------------------------------
 
-def _garble(data: bytes, edits) -> bytes:
-    raw = bytearray(data)
-    for pos, byte, kind in edits:
-        at = pos % (len(raw) + 1)
-        if kind == "insert":
-            raw[at:at] = bytes([byte])
-        elif kind == "cut":
-            del raw[at:]
-        elif raw:
-            if kind == "replace":
-                raw[at % len(raw)] = byte if raw[at % len(raw)] != byte else byte ^ 1
-            else:
-                del raw[at % len(raw)]
-    return bytes(raw)
-
-
-_edits = st.lists(st.tuples(st.integers(0, 10**5), st.integers(0, 255),
-                            st.sampled_from(["replace", "insert", "delete", "cut"])), min_size=1, max_size=3)
-
-
 @CLI
 @given(st.one_of(st.binary(max_size=400),
-                 st.tuples(st.booleans(), _edits),
+                 st.tuples(st.booleans(), edits(3)),
                  st.sampled_from([b"", b"kms-cli", b"-----BEGIN KMS-CLI ENCRYPTED FILE-----\n", b"-----",
                                   b"-----BEGIN KMS-CLI ENCRYPTED FILE-----\n-----END KMS-CLI ENCRYPTED FILE-----\n"])))
 def test_decrypt_of_garbled_input_is_exit_5(box, case):
     if isinstance(case, tuple):
-        armored, edits = case
-        data = _garble(box.armored if armored else box.binary, edits)
+        armored, changes = case
+        data = garble(box.armored if armored else box.binary, changes)
     else:
         data = case
     if data in (box.armored, box.binary):

@@ -38,6 +38,7 @@ import stat
 
 from kms_cli import armor
 from kms_cli.errors import IntegrityError, KmsError, NotFoundError, StateError, UsageError
+from kms_cli.wording import plural
 
 BATCH = 256  # files per audit entry / leftovers marker / directory fsync
 _HEADER_READ = 16384  # one read holds any header (at most ~12.6 KiB)
@@ -72,10 +73,6 @@ class _File:
             except OSError:
                 pass
             self.f = self.stream = None
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _check_args(paths: list[str], recursive: bool, input, output) -> None:  # noqa: A002
@@ -434,9 +431,9 @@ def rewrap_in_place(ctx, paths, *, recursive=False, dry_run=False, input=None, o
     _report(ctx, counts, dry_run)
     if counts.failed:
         integrity = sum(isinstance(e, IntegrityError) for e in counts.errors)
-        what = _plural(counts.failed, "file")
+        what = plural(counts.failed, "file")
         if integrity:
-            raise IntegrityError(f"{_plural(integrity, 'file')} failed authentication"
+            raise IntegrityError(f"{plural(integrity, 'file')} failed authentication"
                                  + (f" ({what} failed in all)" if integrity != counts.failed else "")
                                  + (", left untouched" if not dry_run else ""))
         first = counts.errors[0]
@@ -450,7 +447,7 @@ def _report(ctx, counts: _Counts, dry_run: bool) -> None:
     if ctx.json:
         ctx.emit_json(counts.as_dict())
         return
-    lead = (f"would rewrap {_plural(counts.rewrapped, 'file')}" if dry_run
-            else f"rewrapped {_plural(counts.rewrapped, 'file')}")
+    lead = (f"would rewrap {plural(counts.rewrapped, 'file')}" if dry_run
+            else f"rewrapped {plural(counts.rewrapped, 'file')}")
     ctx.info(f"{lead}; {counts.current} already current, {counts.skipped} skipped "
              f"(not this vault's ciphertexts), {counts.failed} failed")

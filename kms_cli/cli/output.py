@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from kms_cli.wording import plural  # noqa: F401 - the handlers' plural
+
 
 def _console(ctx):
     from rich.console import Console
@@ -36,16 +38,6 @@ def fields(ctx, pairs: list[tuple[str, object]]) -> None:
     lines = [f"{k.ljust(width)}  {'' if v is None else v}" for k, v in pairs]
     sys.stdout.write("\n".join(lines) + "\n")
     sys.stdout.flush()
-
-
-def plural(n: int, noun: str, plural_form: str | None = None) -> str:
-    """`1 secret`, `2 secrets`, `0 secrets` (`plural_form` for nouns that do not take an s)."""
-    return f"{n} {noun if n == 1 else (plural_form or noun + 's')}"
-
-
-def article(word: str) -> str:
-    """`a key`, `an encrypting key`: the indefinite article by the word's first letter."""
-    return f"{'an' if word[:1].lower() in 'aeiou' and word[:1] else 'a'} {word}"
 
 
 class _ProgressDisplay:

@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass, field
 
 from kms_cli import durations
+from kms_cli.wording import plural
 from kms_cli.crypto.primitives import equal
 from kms_cli.errors import (DegradedError, IntegrityError, KmsError, NotFoundError, UnavailableError,
                             UnlockError)
@@ -78,7 +79,7 @@ class Report:
             return None
         if code == 10:
             warns = [c.name for c in self.checks if c.status == WARN]
-            return DegradedError(f"the vault is degraded: {_plural(len(warns), 'warning')}: {', '.join(warns)}")
+            return DegradedError(f"the vault is degraded: {plural(len(warns), 'warning')}: {', '.join(warns)}")
         first = next(c for c in self.checks if c.status == FAIL and (c.code or 5) == code)
         err = _ERRORS.get(code, KmsError)(f"the vault is unhealthy: {first.name}: {first.detail}")
         err.exit_code = code
@@ -91,10 +92,6 @@ class Report:
 def _names(names: list[str], limit: int = 5) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
-def _plural(n: int, word: str, words: str | None = None) -> str:
-    return f"{n} {word if n == 1 else (words or word + 's')}"
 
 
 # -- the checks ------------------------------------------------------------------------------
@@ -199,7 +196,7 @@ def _check_audit(report: Report, vault) -> None:
         report.add("audit.chain", FAIL, str(exc), 5)
     else:
         since = f" from the checkpoint at seq {result.first_seq}" if result.first_seq > 1 else ""
-        report.add("audit.chain", OK, f"{_plural(result.entries, 'entry', 'entries')}{since}, "
+        report.add("audit.chain", OK, f"{plural(result.entries, 'entry', 'entries')}{since}, "
                                       f"chain and head intact")
     stats = vault.audit.stats()
     report.metrics["audit_entries"] = stats["entries"]
@@ -215,10 +212,10 @@ def _check_rows(report: Report, vault) -> None:
     except IntegrityError as exc:
         report.add("vault.rows", FAIL, str(exc), 5)
         return
-    report.add("vault.rows", OK, f"{_plural(counts['keys'], 'key')}, {_plural(counts['key_versions'], 'key version')}, "
-                                 f"{_plural(counts['secrets'], 'secret')}, "
-                                 f"{_plural(counts['secret_versions'], 'secret version')}, "
-                                 + (f"{_plural(counts['policies'], 'policy', 'policies')}, " if counts["policies"] else "")
+    report.add("vault.rows", OK, f"{plural(counts['keys'], 'key')}, {plural(counts['key_versions'], 'key version')}, "
+                                 f"{plural(counts['secrets'], 'secret')}, "
+                                 f"{plural(counts['secret_versions'], 'secret version')}, "
+                                 + (f"{plural(counts['policies'], 'policy', 'policies')}, " if counts["policies"] else "")
                                  + "and the slot set authenticated")
 
 
@@ -247,17 +244,17 @@ def _check_keys(report: Report, vault, now: float) -> None:
     report.metrics.update(keys_by_state=states, rotations_overdue=len(overdue),
                           key_versions_past_grace=len(past_grace), destroys_due=len(destroy_due))
     if overdue:
-        report.add("keys.rotation", WARN, f"{_plural(len(overdue), 'key')} past the rotation date: "
+        report.add("keys.rotation", WARN, f"{plural(len(overdue), 'key')} past the rotation date: "
                                           f"{_names(overdue)}; run `kms-cli key rotate --due`")
     else:
         report.add("keys.rotation", OK, "no key is past its rotation date")
     if past_grace:
-        report.add("keys.grace", WARN, f"{_plural(len(past_grace), 'key version')} past the grace period: "
+        report.add("keys.grace", WARN, f"{plural(len(past_grace), 'key version')} past the grace period: "
                                        f"{_names(past_grace)}; data still under them no longer decrypts")
     else:
         report.add("keys.grace", OK, "no key version is past its grace period")
     if destroy_due:
-        report.add("keys.destroy", WARN, f"{_plural(len(destroy_due), 'key')} past the destroy window: "
+        report.add("keys.destroy", WARN, f"{plural(len(destroy_due), 'key')} past the destroy window: "
                                          f"{_names(destroy_due)}; the material is purged now")
     elif destroy_soon:
         report.add("keys.destroy", OK, f"scheduled for destruction: {_names(destroy_soon)}")
@@ -268,8 +265,8 @@ def _check_keys(report: Report, vault, now: float) -> None:
 def _span(seconds: int) -> str:
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
         if seconds >= size and seconds % size == 0:
-            return _plural(seconds // size, unit)
-    return _plural(seconds, "second")
+            return plural(seconds // size, unit)
+    return plural(seconds, "second")
 
 
 def _check_secrets(report: Report, vault, now: float, window: int) -> None:
@@ -286,10 +283,10 @@ def _check_secrets(report: Report, vault, now: float, window: int) -> None:
     report.metrics.update(secrets=len(current), secrets_expired=len(expired), secrets_expiring=len(soon))
     span = _span(window)
     if expired:
-        report.add("secrets.ttl", WARN, f"{_plural(len(expired), 'secret')} past the TTL: {_names(expired)}; "
+        report.add("secrets.ttl", WARN, f"{plural(len(expired), 'secret')} past the TTL: {_names(expired)}; "
                                         "put new values with `kms-cli secret put`")
     elif soon:
-        report.add("secrets.ttl", WARN, f"{_plural(len(soon), 'secret')} expiring within {span}: {_names(soon)}; "
+        report.add("secrets.ttl", WARN, f"{plural(len(soon), 'secret')} expiring within {span}: {_names(soon)}; "
                                         "put new values with `kms-cli secret put`")
     else:
         report.add("secrets.ttl", OK, "no secret is past its TTL" + (f" or expiring within {span}" if window else ""))

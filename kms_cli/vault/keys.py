@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from kms_cli import algorithms, durations
+from kms_cli.wording import article
 from kms_cli.errors import AlreadyExistsError, NotFoundError, StateError, UsageError
 from kms_cli.vault import rows
 from kms_cli.vault.rows import KeyRecord
@@ -339,7 +340,7 @@ def usable_version(vault, full: str, version: int | None, use: str):
     alg = algorithms.get(row["algorithm"])
     wants = "encrypt" if use in ("encrypt", "decrypt", "rewrap", "datakey") else "sign"
     if alg.purpose != wants:
-        raise StateError(f"key {name!r} is {_article(alg.purpose)} {alg.purpose}ing key ({alg.name}); "
+        raise StateError(f"key {name!r} is {article(alg.purpose + 'ing key')} ({alg.name}); "
                          f"it cannot {use}")
     _require_usable_key(row, name)
     if version is None:
@@ -356,6 +357,3 @@ def usable_version(vault, full: str, version: int | None, use: str):
         raise StateError(f"version {version} of key {name!r} is {what}")
     return k, v, alg
 
-
-def _article(word: str) -> str:
-    return "an" if word[:1] in "aeiou" else "a"

@@ -39,6 +39,10 @@ class UnlockError(KmsError):
     code = "unlock_failed"
 
 
+class NoIdentityError(UnlockError):
+    """No identity given opens a recipient slot (grouped with the others in the unlock error)."""
+
+
 class IntegrityError(KmsError):
     """Authentication of a ciphertext, signature, vault row or audit chain failed."""
 

@@ -160,13 +160,22 @@ def rewrap_in_place(work: str, env: dict, quick: bool) -> None:
         subprocess.run([PY, script] + (["--quick"] if quick else []), env=env, check=True)
 
 
+def recipients(work: str, env: dict, quick: bool) -> None:
+    """issue 14: unlock by identity with 50 recipient slots, beside one slot and `age -d` (scripts/bench_recipients.py)."""
+    script = os.path.join(ROOT, "scripts", "bench_recipients.py")
+    if os.path.exists(script):
+        print("\n== recipient slots: 50 slots and one matching identity, beside one slot and age ==")
+        subprocess.run([PY, script] + (["--quick"] if quick else []), env=env, check=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mb", type=int, default=1024)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--secrets", type=int, default=10_000)
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    ap.add_argument("--only", choices=("throughput", "cold-start", "agent", "audit", "sign", "rewrap"))
+    ap.add_argument("--only", choices=("throughput", "cold-start", "agent", "audit", "sign", "rewrap",
+                                           "recipients"))
     args = ap.parse_args()
     if args.quick:
         args.size_mb, args.reps, args.secrets = 64, 1, 1000
@@ -188,6 +197,8 @@ def main() -> None:
             signatures(work, env, args.quick)
         if args.only in (None, "rewrap"):
             rewrap_in_place(work, env, args.quick)
+        if args.only in (None, "recipients"):
+            recipients(work, env, args.quick)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

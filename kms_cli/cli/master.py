@@ -11,16 +11,21 @@ def list_(ctx) -> int:
     with ctx.vault() as vault:
         items = slots.list_slots(vault)
     ctx.emit(items, lambda items: output.table(
-        ctx, ["SLOT", "SOURCE", "CREATED", "LAST USED"],
-        [[s["slot"], s["source"] + (" (unlocked now)" if s["current"] else ""), s["created"], s["last_used"]]
-         for s in items]))
+        ctx, ["SLOT", "SOURCE", "LABEL", "CREATED", "LAST USED"],
+        [[s["slot"], s["source"] + (" (unlocked now)" if s["current"] else ""), s["label"] or "-", s["created"],
+          s["last_used"]] for s in items]))
     return 0
 
 
-def add(ctx, source, create_key, allow_weak_passphrase, recipients_file=None) -> int:
+def _added(ctx, i) -> None:
+    ctx.info(f"added slot {i['slot']} ({i['source']})" + (f", label {i['label']!r}" if i["label"] else ""))
+
+
+def add(ctx, source, create_key, allow_weak_passphrase, recipients_file=None, label=None) -> int:
     from kms_cli.errors import UsageError
     from kms_cli.vault import slots
 
+    label = slots.check_label(label)
     if (source is None) == (recipients_file is None):
         raise UsageError("give a SOURCE or --recipients-file F (not both)", hint="kms-cli master add SOURCE")
     if recipients_file is not None:
@@ -28,12 +33,13 @@ def add(ctx, source, create_key, allow_weak_passphrase, recipients_file=None) ->
 
         lines = slots.recipient_lines(fileio.read_input(recipients_file), recipients_file)
         with ctx.vault() as vault:
-            added = slots.add_recipients(vault, lines, ctx.source_options())
-        ctx.emit(added, lambda a: [ctx.info(f"added slot {i['slot']} ({i['source']})") for i in a])
+            added = slots.add_recipients(vault, lines, ctx.source_options(), label)
+        ctx.emit(added, lambda a: [_added(ctx, i) for i in a])
         return 0
     with ctx.vault() as vault:
-        info = slots.add(vault, source, ctx.source_options(create_key=create_key, allow_weak_passphrase=allow_weak_passphrase))
-    ctx.emit(info, lambda i: ctx.info(f"added slot {i['slot']} ({i['source']})"))
+        info = slots.add(vault, source, ctx.source_options(create_key=create_key, allow_weak_passphrase=allow_weak_passphrase),
+                         label)
+    ctx.emit(info, lambda i: _added(ctx, i))
     return 0
 
 

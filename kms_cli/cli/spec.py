@@ -115,7 +115,7 @@ COMMANDS = (
         examples=(("Generate the key of the default env: source",
                    'export KMS_CLI_MASTER_KEY="$(kms-cli master generate)"'),
                   ("Keep one in a file only you can read", "(umask 077; kms-cli master generate > master.key)"))),
-    Cmd(("master", "list"), "List the slots: id, source URI (never a secret), created, last used.",
+    Cmd(("master", "list"), "List the slots: id, source URI or recipient (never a secret), label, created, last used.",
         "kms_cli.cli.master:list_",
         examples=(("List the slots", "kms-cli master list"),
                   ("As JSON", "kms-cli --json master list"))),
@@ -124,10 +124,14 @@ COMMANDS = (
                   metavar="SOURCE", required=False),),
         opts=(_CREATE_KEY, _WEAK,
               Opt(("--recipients-file", "-R"), "recipients_file", "Add one recipient slot per line of F, as age -R "
-                  "reads it (# comments, blank lines), all or none.", metavar="F")),
+                  "reads it (# comments, blank lines), all or none; a comment line right above a recipient "
+                  "is its label.", metavar="F"),
+              Opt(("--label",), "label", "Who or what holds this slot (\"alice\", \"ci runner\"): shown by master "
+                  "list and recorded in the audit log.", metavar="TEXT")),
         examples=(("Add a passphrase as a fallback", "kms-cli master add passphrase"),
                   ("Let a teammate open the vault with their age identity",
-                   "kms-cli master add age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"),
+                   "kms-cli master add age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p --label alice"),
+                  ("Add everyone listed in a recipients file", "kms-cli master add -R team.txt"),
                   ("Add the OS keyring", "kms-cli master add keyring:kms-cli"),
                   ("Add a HashiCorp Vault or OpenBao transit key", "kms-cli master add hcvault://transit/keys/kms-cli"))),
     Cmd(("master", "remove"), "Remove a slot (never the last one).", "kms_cli.cli.master:remove",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import stat
 
-from kms_cli.errors import KmsError, UnlockError, UsageError
+from kms_cli.errors import KmsError, NoIdentityError, UnlockError, UsageError
 from kms_cli.providers.base import SourceOptions
 
 PASSPHRASE_VAR = "KMS_CLI_IDENTITY_PASSPHRASE"
@@ -44,11 +44,11 @@ class RecipientSource:
 
         identities = load_identities(self.options)
         if not identities:
-            raise UnlockError("no identity given for a recipient slot", hint="pass --identity FILE or set KMS_CLI_IDENTITY")
+            raise NoIdentityError("no identity given for a recipient slot", hint="pass --identity FILE or set KMS_CLI_IDENTITY")
         try:
             key = age.decrypt(bytes(blob), identities)
         except age.NoIdentityError:
-            raise UnlockError(f"none of the identities given ({', '.join(self.options.identities)}) opens it") from None
+            raise NoIdentityError(f"none of the identities given ({', '.join(self.options.identities)}) opens it") from None
         if len(key) != 32:
             from kms_cli.errors import IntegrityError
 

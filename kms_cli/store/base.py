@@ -27,7 +27,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class BadText(ValueError):
@@ -81,7 +81,7 @@ class Store:
 
     # -- slots ---------------------------------------------------------------
     def slots(self) -> list[Row]:
-        """Every slot row (id, uri, blob, tag, created, last_used) in id order."""
+        """Every slot row (id, uri, blob, tag, created, last_used, label) in id order."""
         raise NotImplementedError
 
     def slot(self, slot_id: int) -> Row | None:
@@ -93,7 +93,8 @@ class Store:
     def next_slot_id(self) -> int:
         raise NotImplementedError
 
-    def insert_slot(self, slot_id: int, uri: str, blob: bytes, tag: bytes, created: float) -> None:
+    def insert_slot(self, slot_id: int, uri: str, blob: bytes, tag: bytes, created: float,
+                    label: str | None = None) -> None:
         raise NotImplementedError
 
     def update_slot(self, slot_id: int, blob: bytes, tag: bytes) -> None:

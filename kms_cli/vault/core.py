@@ -16,8 +16,8 @@ from kms_cli.audit import AuditLog, result_of
 from kms_cli.binding import bind
 from kms_cli.crypto import wrap
 from kms_cli.crypto.primitives import equal, random_bytes
-from kms_cli.errors import (AlreadyExistsError, IntegrityError, KmsError, NotFoundError, UnavailableError, UnlockError,
-                            UsageError)
+from kms_cli.errors import (AlreadyExistsError, IntegrityError, KmsError, NoIdentityError, NotFoundError,
+                            UnavailableError, UnlockError, UsageError)
 from kms_cli.names import Namespace
 from kms_cli.providers import from_uri, scheme_of
 from kms_cli.providers.base import SourceOptions
@@ -100,9 +100,9 @@ class Vault:
         store.on_begin = vault._check_current
         return vault
 
-    def _add_slot_row(self, slot_id: int, uri: str, blob: bytes) -> None:
+    def _add_slot_row(self, slot_id: int, uri: str, blob: bytes, label: str | None = None) -> None:
         tag = slot_tag(self.subkeys.slot, self.vault_id, slot_id, uri, blob)
-        self.store.insert_slot(slot_id, uri, blob, tag, durations.now())
+        self.store.insert_slot(slot_id, uri, blob, tag, durations.now(), label)
 
     @classmethod
     def open(cls, options: Options) -> "Vault":
@@ -325,7 +325,7 @@ def _unlock(store: Store, vault_id: bytes, slots: list[dict], options: Options, 
         return root, slot
     if record:
         _record_unlock_failure(store, failures)
-    raise _unlock_error(failures)
+    raise _unlock_error(failures, options.source.identities if options.source is not None else ())
 
 
 def _record_unlock_failure(store: Store, failures) -> None:
@@ -340,14 +340,52 @@ def _record_unlock_failure(store: Store, failures) -> None:
         pass  # a read-only vault file still reports the unlock failure itself
 
 
-def _unlock_error(failures) -> KmsError:
+def short_recipient(uri: str) -> str:
+    """A recipient as an error message names it: `age1ql3z7hj…mcac8p`, `ssh-ed25519 AAAAC3Nz…Qx9Y alice`."""
+    if uri.startswith("ssh-"):
+        kind, _, rest = uri.partition(" ")
+        key, _, comment = rest.partition(" ")
+        short = key if len(key) <= 20 else f"{key[:8]}…{key[-6:]}"
+        return " ".join(p for p in (kind, short, comment[:40]) if p)
+    return uri if len(uri) <= 24 else f"{uri[:12]}…{uri[-6:]}"
+
+
+def _is_recipient(uri: str) -> bool:
+    return uri.startswith(("age1", "ssh-"))
+
+
+RECIPIENTS_NAMED = 5  # at most this many recipients are listed in an unlock error; the rest counted
+
+
+def _unlock_error(failures, identities=()) -> KmsError:
     parts = []
+    # recipient slots that no identity opened: one clause for all of them, recipients shortened
+    missed = [(sid, uri) for sid, uri, exc in failures
+              if _is_recipient(uri) and (exc is None or isinstance(exc, NoIdentityError))]
     for sid, uri, exc in failures:
-        parts.append(f"slot {sid} ({uri}): " + ("not configured here" if exc is None else str(exc)))
+        if (sid, uri) in missed:
+            continue
+        parts.append(f"slot {sid} ({short_recipient(uri) if _is_recipient(uri) else uri}): "
+                     + ("not configured here" if exc is None else str(exc)))
+    if missed:
+        named = ", ".join(f"slot {sid} {short_recipient(uri)}" for sid, uri in missed[:RECIPIENTS_NAMED])
+        more = len(missed) - RECIPIENTS_NAMED
+        tried = named + (f" and {more} more" if more > 0 else "")
+        if identities:
+            what = "the recipient" if len(missed) == 1 else f"any of the {len(missed)} recipients"
+            clause = f"the identities offered ({', '.join(identities)}) open none of {what} tried: {tried}"
+            if len(identities) == 1:
+                clause = f"the identity offered ({identities[0]}) opens none of {what} tried: {tried}"
+        else:
+            clause = f"no identity given for {'the recipient slot' if len(missed) == 1 else 'the recipient slots'}: {tried}"
+        parts.insert(0, clause)
     attempted = [e for _, _, e in failures if e is not None]
     msg = "could not unlock the vault: " + "; ".join(parts)
     if any(isinstance(e, IntegrityError) for e in attempted):
         return IntegrityError(msg, hint="the vault file was edited outside kms-cli; restore a backup")
+    if missed and not identities:
+        return UnlockError(msg, hint="give your identity with --identity FILE or KMS_CLI_IDENTITY"
+                                     + ("" if len(missed) == len(failures) else ", or another slot's source"))
     if not attempted:
         return UnlockError(msg, hint="set KMS_CLI_MASTER_KEY (create one with `kms-cli master generate`), "
                                      "KMS_CLI_PASSPHRASE, or pick a slot with --unlock")

@@ -23,8 +23,27 @@ def _describe(vault, row) -> dict:
         "scheme": uri.split(":", 1)[0],
         "created": durations.rfc3339(row["created"]),
         "last_used": durations.rfc3339(row["last_used"]),
+        "label": row["label"],
         "current": row["id"] == vault.slot_id,
     }
+
+
+LABEL_MAX = 100
+
+
+def check_label(label: str | None) -> str | None:
+    """A slot's label: who or what holds it ("alice", "ci runner"); one printable line, trimmed."""
+    if label is None:
+        return None
+    text = label.strip()
+    if not text or len(text) > LABEL_MAX or not text.isprintable():
+        raise UsageError(f"invalid label: one printable line of 1 to {LABEL_MAX} characters expected",
+                         hint='for example --label "alice (laptop)"')
+    return text
+
+
+def _audit_extra(slot_id: int, label: str | None) -> dict:
+    return {"slot": slot_id} if label is None else {"slot": slot_id, "label": label}
 
 
 def list_slots(vault) -> list[dict]:
@@ -32,7 +51,8 @@ def list_slots(vault) -> list[dict]:
         return [_describe(vault, r) for r in vault.store.slots()]
 
 
-def add(vault, uri: str, options) -> dict:
+def add(vault, uri: str, options, label: str | None = None) -> dict:
+    label = check_label(label)
     source = from_uri(uri, options)
     with vault.operation("master.add", source.uri) as rec:
         for row in vault.store.slots():
@@ -44,25 +64,27 @@ def add(vault, uri: str, options) -> dict:
         if source.scheme != "recipient" and source.unwrap(blob, vault.context) != vault._root:
             raise StateError(f"the source {source.uri} did not return the sealed key")
         slot_id = vault.store.next_slot_id()
-        vault._add_slot_row(slot_id, source.uri, blob)
+        vault._add_slot_row(slot_id, source.uri, blob, label)
         state_rows.seal_slot_set(vault)
-        rec.extra = {"slot": slot_id}
+        rec.extra = _audit_extra(slot_id, label)
         return _describe(vault, vault.store.slot(slot_id))
 
 
-def recipient_lines(data: bytes, name: str) -> list[tuple[int, str]]:
-    """(line number, recipient) of a recipients file as age -R reads it: # comments and blank
-    lines skipped, CRLF and a UTF-8 BOM accepted; a line that is not a recipient is exit 2 naming it."""
+def recipient_lines(data: bytes, name: str) -> list[tuple[int, str, str | None]]:
+    """(line number, recipient, label) of a recipients file as age -R reads it: # comments and blank
+    lines skipped, CRLF and a UTF-8 BOM accepted; a line that is not a recipient is exit 2 naming it.
+    The label is the comment line right above the recipient (`# alice`), if any."""
     from kms_cli.providers import scheme_of
 
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise UsageError(f"{name} is not UTF-8 text") from None
-    out = []
+    out, comment = [], None
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
+            comment = line.lstrip("#").strip() or None if line else None
             continue
         try:
             ok = scheme_of(line) == "recipient"
@@ -71,33 +93,40 @@ def recipient_lines(data: bytes, name: str) -> list[tuple[int, str]]:
         if not ok:
             raise UsageError(f"{name} line {number}: not a recipient",
                              hint="a line is age1..., age1pq1... or ssh-ed25519 AAAA... (# starts a comment)")
-        out.append((number, line))
+        label = comment if comment is not None and len(comment) <= LABEL_MAX and comment.isprintable() else None
+        out.append((number, line, label))
+        comment = None
     if not out:
         raise UsageError(f"{name} holds no recipient")
     return out
 
 
-def add_recipients(vault, lines: list[tuple[int, str]], options) -> list[dict]:
-    """One slot per recipient, in one transaction (all or nothing), one master.add entry each."""
+def add_recipients(vault, lines: list[tuple[int, str, str | None]], options,
+                   label: str | None = None) -> list[dict]:
+    """One slot per recipient, in one transaction (all or nothing), one master.add entry each.
+    A recipient's label is its line's (the comment above it), else `label`."""
+    default = check_label(label)
     sources = []
-    for number, line in lines:
+    for number, line, own in lines:
         try:
-            sources.append(from_uri(line, options))
+            sources.append((from_uri(line, options), own or default))
         except UsageError as exc:
             raise UsageError(f"line {number}: {exc.message}", hint=exc.hint) from None
     added = []
     with vault.operation("master.add-recipients", None) as rec:
         taken = {r["uri"] for r in vault.store.slots()}
-        for source in sources:
+        for source, slot_label in sources:
             if source.uri in taken:
                 raise AlreadyExistsError(f"a slot already uses {source.uri}")
             taken.add(source.uri)
             slot_id = vault.store.next_slot_id()
-            vault._add_slot_row(slot_id, source.uri, source.wrap(vault._root, vault.context))
-            added.append(slot_id)
+            vault._add_slot_row(slot_id, source.uri, source.wrap(vault._root, vault.context), slot_label)
+            added.append((slot_id, slot_label))
         state_rows.seal_slot_set(vault)
-        for slot_id in added:
-            vault.audit.append("master.add", vault.store.slot(slot_id)["uri"], None, extra={"slot": slot_id})
+        for slot_id, slot_label in added:
+            vault.audit.append("master.add", vault.store.slot(slot_id)["uri"], None,
+                               extra=_audit_extra(slot_id, slot_label))
+        added = [slot_id for slot_id, _ in added]
         rec.extra = {"slots": added}
         return [_describe(vault, vault.store.slot(i)) for i in added]
 
@@ -126,8 +155,9 @@ def remove(vault, slot: str, rotate_root: bool = False, progress=None) -> dict:
     slot_id = _slot_id(slot)
     if rotate_root:
         return rotate(vault, progress, drop=slot_id)
-    with vault.operation("master.remove", str(slot_id)):
+    with vault.operation("master.remove", str(slot_id)) as rec:
         desc = _describe(vault, _removable(vault.store.slots(), slot_id))
+        rec.extra = _audit_extra(slot_id, desc["label"]) | {"source": desc["source"]}
         vault.store.remove_slot(slot_id)
         state_rows.seal_slot_set(vault)
         return desc
@@ -199,5 +229,6 @@ def rotate(vault, progress=None, *, drop: int | None = None) -> dict:
         vault.audit.rekey(new.audit, verified=True)
         vault._root, vault.subkeys = new_root, new
         vault._slot_blob = next((b for i, _, b in sealed if i == vault.slot_id), None)
-        rec.extra = counts if removed is None else {**counts, "rotate": True}
+        rec.extra = counts if removed is None else {
+            **counts, "rotate": True, **_audit_extra(drop, removed["label"]), "source": removed["source"]}
         return counts if removed is None else {**removed, "rotated": counts}

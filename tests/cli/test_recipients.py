@@ -195,3 +195,59 @@ def test_a_recipients_file_adds_every_line_or_none(vault, tmp_path):
     assert vault("master", "add").code == 2
     entries = [e["op"] for e in vault.ok("--json", "audit", "log").json_lines()]
     assert entries.count("master.add") == 2 and "master.add-recipients" in entries
+
+
+def test_labels_name_who_holds_each_slot(vault, tmp_path):
+    """`master add --label`: for every kind of slot, listed, audited on add and remove, covered by
+    the slot-set MAC (an edited label is refused at unlock); a recipients file's comment labels."""
+    ra = _identity(vault, tmp_path / "alice.txt")
+    vault.ok("master", "add", ra, "--label", "alice (laptop)")
+    vault.ok("master", "add", "env:OTHER_KEY", "--label", "cron", env={"OTHER_KEY": "22" * 32})
+    listing = vault.ok("--json", "master", "list").json()
+    assert [(s["slot"], s["label"]) for s in listing] == [(1, None), (2, "alice (laptop)"), (3, "cron")]
+    assert listing[1]["source"] == ra  # the recipient in full, so people can check it
+    table = vault.ok("master", "list").text
+    assert "LABEL" in table and "alice (laptop)" in table and ra in table
+    for bad in ("", "two\nlines", "x" * 101, "tab\there"):
+        r = vault("master", "add", "env:THIRD", "--label", bad, env={"THIRD": "33" * 32})
+        assert r.code == 2 and "label" in r.err and "Traceback" not in r.err
+    team = tmp_path / "team.txt"
+    rb, rc = _identity(vault, tmp_path / "bob.txt"), _identity(vault, tmp_path / "carol.txt")
+    team.write_text(f"# the team\n\n# bob\n{rb}\n{rc}\n")
+    added = vault.ok("--json", "master", "add", "-R", str(team), "--label", "team").json()
+    assert [a["label"] for a in added] == ["bob", "team"]
+    vault.ok("master", "remove", "2")
+    log = vault.ok("--json", "audit", "log").json_lines()
+    adds = [e["detail"].get("label") for e in log if e["op"] == "master.add"]
+    assert adds == ["alice (laptop)", "cron", "bob", "team"]
+    removed = [e for e in log if e["op"] == "master.remove"][-1]
+    assert removed["detail"]["label"] == "alice (laptop)" and removed["detail"]["source"] == ra
+    r = vault.ok("--json", "master", "remove", "3", "--rotate")
+    removed = [e for e in vault.ok("--json", "audit", "log").json_lines() if e["op"] == "master.remove"][-1]
+    assert removed["detail"]["label"] == "cron" and removed["detail"]["rotate"] is True
+    conn = sqlite3.connect(vault.vault)
+    conn.execute("UPDATE slots SET label = 'mallory' WHERE label = 'bob'")
+    conn.commit()
+    conn.close()
+    r = vault("secret", "list")
+    assert r.code == 5 and "slots" in r.err
+
+
+def test_fifty_recipients_and_no_match_is_one_short_line(vault, tmp_path):
+    """The exit-4 message names a few recipients shortened, counts the rest, and the identities offered."""
+    lines = [_identity(vault, tmp_path / f"id{i}.txt") for i in range(8)]
+    team = tmp_path / "team.txt"
+    team.write_text("\n".join(lines) + "\n")
+    vault.ok("master", "add", "-R", str(team))
+    stranger = tmp_path / "stranger.txt"
+    _identity(vault, stranger)
+    r = vault("--identity", str(stranger), "secret", "list", env=NO_KEY)
+    assert r.code == 4
+    first = r.err.splitlines()[0]
+    assert "any of the 8 recipients" in first and "and 3 more" in first and str(stranger) in first
+    assert lines[0] not in first and lines[0][:12] + "…" + lines[0][-6:] in first
+    assert "slot 1 (env:KMS_CLI_MASTER_KEY): not configured here" in first
+    assert len(first) < 400
+    r = vault("secret", "list", env=NO_KEY)
+    assert r.code == 4 and "no identity given for the recipient slots" in r.err and "--identity FILE" in r.err
+    assert vault.ok("--identity", str(tmp_path / "id7.txt"), "secret", "list", env=NO_KEY).code == 0

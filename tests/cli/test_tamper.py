@@ -234,7 +234,7 @@ FLIPS = [(t, c) for t, cols in {
                      "grace_until", "revoked", "revoke_reason", "destroyed", "mac", "seq"),
     "secrets": ("name", "last_version", "deleted", "created", "updated", "mac", "seq"),
     "secret_versions": ("version", "value", "created", "expires", "tags", "mac", "seq"),
-    "slots": ("id", "uri", "blob", "tag"),
+    "slots": ("id", "uri", "blob", "tag", "label"),
 }.items() for c in cols] + [("meta", k) for k in ("vault_id", "slots_mac", "slots_seq", "auth")]
 
 

@@ -46,6 +46,20 @@ def test_bech32_round_trip_without_length_limit(data, upper):
     assert bech32.decode(text) == ("age", data)
 
 
+@given(st.text(alphabet=bech32.CHARSET, max_size=40))
+def test_bech32_fast_five_to_eight_matches_the_bit_loop(chars):
+    """decode's integer conversion accepts and refuses exactly what BIP 173's bit loop does."""
+    try:
+        slow = bytes(bech32._convert([bech32.CHARSET.index(c) for c in chars], 5, 8, False))
+    except ValueError:
+        slow = None
+    try:
+        fast = bech32._five_to_eight(chars)
+    except ValueError:
+        fast = None
+    assert fast == slow
+
+
 def test_bech32_spec_examples():
     r = ar.parse_recipient("age1zvkyg2lqzraa2lnjvqej32nkuu0ues2s82hzrye869xeexvn73equnujwj")
     assert isinstance(r, ar.X25519Recipient)

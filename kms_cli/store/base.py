@@ -43,6 +43,26 @@ def like_prefix(under: str) -> str:
 
 Row = Mapping[str, Any]
 
+# Every table a vault holds and its columns, in the order a copy writes them (`export_rows`,
+# `import_rows`; `store/copy.py`): the schema both engines keep at SCHEMA_VERSION.
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "meta": ("k", "v"),
+    "slots": ("id", "uri", "blob", "tag", "created", "last_used", "label"),
+    "keys": ("name", "algorithm", "state", "state_before", "description", "labels", "rotate_every", "next_rotation",
+             "primary_version", "created", "updated", "destroy_at", "mac", "seq"),
+    "key_versions": ("name", "version", "state", "material", "public", "fingerprint", "created", "superseded",
+                     "grace_until", "revoked", "revoke_reason", "destroyed", "mac", "seq"),
+    "secrets": ("name", "last_version", "deleted", "created", "updated", "seq", "mac", "rotation"),
+    "secret_versions": ("name", "version", "value", "created", "expires", "tags", "seq", "mac"),
+    "policies": ("namespace", "rotate_every", "grace", "created", "updated", "seq", "mac"),
+    "audit": ("seq", "time", "entry", "op", "target", "mac"),
+    "audit_head": ("id", "seq", "mac", "seal"),
+    "unlock_failures": ("id", "count", "first", "last", "slots"),
+}
+ORDER_BY = {"meta": "k", "slots": "id", "keys": "name", "key_versions": "name, version", "secrets": "name",
+            "secret_versions": "name, version", "policies": "namespace", "audit": "seq", "audit_head": "id",
+            "unlock_failures": "id"}
+
 
 class Store:
     """One vault's storage. Subclasses implement every method; the docstrings are the contract."""
@@ -271,6 +291,22 @@ class Store:
     def backup_to(self, path: str) -> int:
         """Write a consistent copy (one snapshot) of this vault to the new vault file `path`;
         returns the audit head seq the copy holds. The caller owns `path` (0600, fsync, rename)."""
+        raise NotImplementedError
+
+    def export_rows(self, table: str, size: int = 1000) -> Iterator[list[tuple]]:
+        """Every row of `table` as tuples in `COLUMNS[table]` order, `size` at a time (bounded memory)."""
+        raise NotImplementedError
+
+    def import_rows(self, table: str, rows: list[tuple]) -> None:
+        """Insert rows as `export_rows` gives them (inside a write transaction)."""
+        raise NotImplementedError
+
+    def exists(self) -> bool:
+        """Whether this location already holds a vault (its schema)."""
+        raise NotImplementedError
+
+    def destroy(self) -> None:
+        """Remove the vault this store created (a copy that failed its checks); closes the store."""
         raise NotImplementedError
 
     def seal_for_move(self) -> None:

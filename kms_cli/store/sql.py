@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from kms_cli.store.base import Row, Store, like_prefix
+from kms_cli.store.base import COLUMNS, ORDER_BY, Row, Store, like_prefix
 
 
 class SQLStore(Store):
@@ -294,3 +294,13 @@ class SQLStore(Store):
 
     def rewrite_audit(self, updates: list[tuple[str, str, int]]) -> None:
         self.run_many("UPDATE audit SET entry = ?, mac = ? WHERE seq = ?", updates)
+
+    # -- whole-vault copies ------------------------------------------------------------------
+    def export_rows(self, table: str, size: int = 1000) -> Iterator[list[tuple]]:
+        cols = ", ".join(COLUMNS[table])
+        yield from self._batches(f"SELECT {cols} FROM {table} ORDER BY {ORDER_BY[table]}", (), size)
+
+    def import_rows(self, table: str, rows: list[tuple]) -> None:
+        cols = COLUMNS[table]
+        self.run_many(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                      [tuple(r) for r in rows])

@@ -457,6 +457,17 @@ class SQLiteStore(SQLStore):
             pass
         return row[0] if row else 0
 
+    def exists(self) -> bool:
+        return self.schema_version() > 0
+
+    def destroy(self) -> None:
+        self.close()
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            try:
+                os.unlink(self.path + suffix)
+            except FileNotFoundError:
+                pass
+
     def seal_for_move(self) -> None:
         busy = self.one("PRAGMA wal_checkpoint(TRUNCATE)")[0]
         if busy:

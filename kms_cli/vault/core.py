@@ -21,7 +21,8 @@ from kms_cli.errors import (AlreadyExistsError, IntegrityError, KmsError, NoIden
 from kms_cli.names import Namespace
 from kms_cli.providers import from_uri, scheme_of
 from kms_cli.providers.base import SourceOptions
-from kms_cli.store import Store, create_store, open_store
+from kms_cli.locations import canonical, is_uri
+from kms_cli.store import Store, check_location, create_store, open_store, vault_exists
 from kms_cli.store.swap import cleanup_after_restore, restore_leftovers
 from kms_cli.vault import rows
 from kms_cli.vault.hierarchy import CONTEXT_KEY, PURPOSES, Subkeys, slot_tag  # noqa: F401 - re-exported
@@ -81,13 +82,16 @@ class Vault:
     # -- creation and unlocking --------------------------------------------
     @classmethod
     def create(cls, options: Options, source_uri: str, *, force: bool = False) -> "Vault":
-        if os.path.exists(options.path) and not force:  # before any provider call (or key creation)
-            raise AlreadyExistsError(f"a vault already exists at {options.path}", hint="pass --force to replace it")
+        timeout = _timeout(options)
+        check_location(options.path)
+        if not force and vault_exists(options.path, timeout):  # before any provider call (or key creation)
+            raise AlreadyExistsError(f"a vault already exists at {canonical_shown(options.path)}",
+                                     hint="pass --force to replace it")
         source = from_uri(source_uri, options.source)  # validate before touching the file
         vault_id = random_bytes(16)
         root = random_bytes(32)
         blob = source.wrap(root, {CONTEXT_KEY: vault_id.hex()})
-        store = create_store(options.path, force=force)
+        store = create_store(options.path, force=force, timeout=timeout)
         vault = cls(store, vault_id, root, options, slot_id=1, slot_blob=blob)
         store.on_begin = None  # no slot yet to check against: this transaction writes it
         with store.write():
@@ -106,9 +110,9 @@ class Vault:
 
     @classmethod
     def open(cls, options: Options) -> "Vault":
-        store = open_store(options.path)
+        store = open_store(options.path, _timeout(options))
         with store.read():  # one snapshot: a `master rotate` committing meanwhile is seen whole or not at all
-            vault_id = _vault_id(store, options.path)
+            vault_id = _vault_id(store, store.location)
             slots = [dict(r) for r in store.slots()]
             legacy = store.get_meta("auth") != rows.AUTH_VERSION
         if not slots:
@@ -122,8 +126,8 @@ class Vault:
         else:
             with store.read():
                 rows.verify_slot_set(store, vault_id, vault.subkeys.slot)
-        if restore_leftovers(options.path):  # a restore keeps the old vault until a successful unlock
-            cleanup_after_restore(options.path)
+        if not is_uri(options.path) and restore_leftovers(options.path):
+            cleanup_after_restore(options.path)  # a restore keeps the old vault until a successful unlock
         return vault
 
     def _check_current(self) -> None:
@@ -263,10 +267,19 @@ def _canonical(uri: str, options: Options) -> str:
         return uri
 
 
+def _timeout(options: Options) -> float:
+    """KMS_CLI_TIMEOUT bounds a database server's connect and statements as it bounds providers."""
+    return options.source.timeout if options.source is not None else 10.0
+
+
+def canonical_shown(location: str) -> str:
+    return canonical(location) if is_uri(location) else location
+
+
 def _vault_id(store: Store, path: str) -> bytes:
     raw = store.get_meta("vault_id")
     if not raw:
-        raise IntegrityError(f"the vault file {path} has no vault id", hint="the vault file was edited outside kms-cli")
+        raise IntegrityError(f"the vault {path} has no vault id", hint="the vault file was edited outside kms-cli")
     try:
         vault_id = bytes.fromhex(raw) if isinstance(raw, str) else b""
     except ValueError:

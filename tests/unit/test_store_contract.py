@@ -254,3 +254,69 @@ class TestSQLiteStore(StoreContract):
         self._append(store, 50, op="secret.get", target="s")
         self._append(store, 1, op="secret.put", target="s")
         assert store.written_since("s", 10, ("secret.put", "secret.rm")) == 51
+
+
+@pytest.mark.server
+class TestPostgresStore(StoreContract):
+    """The same contract on a real PostgreSQL server (tests/servers/postgres.py), a schema per test."""
+
+    @pytest.fixture
+    def uri(self, pg_cluster, pg_uri, monkeypatch):
+        for k, v in pg_cluster.env.items():
+            monkeypatch.setenv(k, v)
+        return pg_uri
+
+    @pytest.fixture
+    def store(self, uri):
+        from kms_cli.store.postgres import PostgresStore
+
+        s = PostgresStore.create(uri)
+        yield s
+        s.close()
+
+    @pytest.fixture
+    def second_store(self, store, uri):
+        from kms_cli.store.postgres import PostgresStore
+
+        s = PostgresStore.open(uri)
+        yield s
+        s.close()
+
+    def test_driver_errors_leave_as_kms_errors(self, store):
+        store.conn.execute("DROP TABLE keys")  # a table edited away outside kms-cli
+        with pytest.raises(IntegrityError, match="damaged or was edited"):
+            store.key("x")
+        assert store.integrity_problems() == ["table keys is missing"]
+
+    def test_an_existing_vault_is_not_replaced_without_force(self, store, uri):
+        from kms_cli.errors import AlreadyExistsError
+        from kms_cli.store.postgres import PostgresStore
+
+        with store.write():
+            store.set_meta("x", "1")
+        with pytest.raises(AlreadyExistsError):
+            PostgresStore.create(uri)
+        fresh = PostgresStore.create(uri, force=True)
+        try:
+            assert fresh.get_meta("x") is None and fresh.schema_version() == SCHEMA_VERSION
+        finally:
+            fresh.close()
+
+    def test_a_missing_vault_is_not_found(self, pg_cluster, monkeypatch):
+        from kms_cli.errors import NotFoundError
+        from kms_cli.store.postgres import PostgresStore
+
+        monkeypatch.setenv("PGPASSFILE", pg_cluster.passfile)
+        with pytest.raises(NotFoundError):
+            PostgresStore.open(pg_cluster.uri("kms", vault="nothing_here"))
+
+    def test_glob_translation_matches_sqlite(self):
+        import fnmatch
+        import re
+
+        from kms_cli.store.postgres import _glob_regex
+
+        for pattern, names in {"key.*": ["key.create", "key", "keyxcreate"], "a?c": ["abc", "ac", "abbc"],
+                               "[ab]*": ["a1", "c1"], "x.y": ["x.y", "xzy"]}.items():
+            for name in names:
+                assert bool(re.match(_glob_regex(pattern), name)) == fnmatch.fnmatchcase(name, pattern), (pattern, name)

@@ -1,0 +1,32 @@
+"""Where a vault lives: a file path (SQLite) or a `postgresql://` URI. Stdlib only, below every layer.
+
+`canonical` is the form that names one vault in messages and to the agent: the real path of a
+file, or the URI without any credential (and with its schema) for PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+
+URI_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_uri(location: str) -> bool:
+    """A PostgreSQL vault (anything else is a file path)."""
+    return location.startswith(URI_SCHEMES)
+
+
+def canonical(location: str) -> str:
+    if not is_uri(location):
+        return os.path.realpath(location)
+    from urllib.parse import parse_qsl, urlsplit
+
+    try:
+        parts = urlsplit(location)
+        vault = [v for k, v in parse_qsl(parts.query, keep_blank_values=True) if k == "vault"]
+        netloc = parts.netloc.rpartition("@")[2]
+        user = parts.username
+    except ValueError:
+        return location.split("?", 1)[0].rpartition("@")[2]
+    user = f"{user}@" if user else ""
+    return f"postgresql://{user}{netloc}{parts.path}?vault={vault[-1] if vault else 'kms'}"

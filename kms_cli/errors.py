@@ -64,6 +64,10 @@ class UnavailableError(KmsError):
     code = "unavailable"
 
 
+class StandbyError(UnavailableError):
+    """A write to a PostgreSQL standby: the vault is read-only there (exit 7, hint: the primary)."""
+
+
 class AlreadyExistsError(KmsError):
     exit_code = 8
     code = "already_exists"

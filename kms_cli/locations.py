@@ -30,3 +30,16 @@ def canonical(location: str) -> str:
         return location.split("?", 1)[0].rpartition("@")[2]
     user = f"{user}@" if user else ""
     return f"postgresql://{user}{netloc}{parts.path}?vault={vault[-1] if vault else 'kms'}"
+
+
+def held_form(location: str) -> str:
+    """How the agent records a vault's location: a file's real path; a URI as given (its TLS and
+    other libpq parameters are needed to reach it again; it never holds a password)."""
+    return location if is_uri(location) else os.path.realpath(location)
+
+
+def same_vault(a: str, b: str) -> bool:
+    """Whether two locations name the same vault (paths resolved, URIs without credentials)."""
+    if is_uri(a) != is_uri(b):
+        return False
+    return canonical(a) == canonical(b)

@@ -110,9 +110,11 @@ def _held_for(argv: list[str], held: dict):
     if parsed.cmd is None or parsed.version or tuple(parsed.cmd.path) in _NOT_SERVED or parsed.globals.get("unlock"):
         return None, None, None
     settings = resolve(parsed.globals, os.environ)
-    path = os.path.realpath(settings.vault)
+    from kms_cli.locations import held_form, same_vault
+
+    path = held_form(settings.vault)
     for h in held.values():
-        if h.path == path:
+        if same_vault(h.path, path):
             return path, h, parsed.cmd
     return path, None, parsed.cmd
 

@@ -345,9 +345,13 @@ class Agent:
         old = self.held.pop(vault_id, None)
         if old is not None:
             old.wipe()
+        from kms_cli.locations import is_uri, same_vault
+
         for other_id, h in list(self.held.items()):  # one vault per path
-            if h.path == path:
+            if same_vault(h.path, path):
                 self.held.pop(other_id).wipe()
+        if is_uri(path):
+            self._preload_postgres()
         h = Held(vault_id, path, root, slot_id, bytes(f[6]), idle, max_, time.time())
         if not h.locked_memory:
             self._log("warning: could not lock the root key's memory page against swap (mlock); "
@@ -360,10 +364,19 @@ class Agent:
 
         return {"idle_expires": durations.rfc3339(h.idle_expires()), "expires": durations.rfc3339(h.expires())}
 
+    def _preload_postgres(self) -> None:
+        """The first PostgreSQL vault held: import its driver once here, not in every command."""
+        try:
+            import kms_cli.store.postgres  # noqa: F401
+        except ImportError as exc:
+            self._log(f"could not preload the PostgreSQL engine: {exc}")
+
     def lock(self, path: str | None, pid: int | None) -> int:
+        from kms_cli.locations import same_vault
+
         n = 0
         for vault_id, h in list(self.held.items()):
-            if path is None or h.path == path:
+            if path is None or same_vault(h.path, path):
                 self.forget(vault_id, "lock", pid)
                 n += 1
         return n

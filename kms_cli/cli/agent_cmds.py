@@ -168,7 +168,9 @@ def stop(ctx) -> int:
 def lock(ctx, all) -> int:  # noqa: A002
     from kms_cli.agent import client
 
-    path = "" if all else os.path.realpath(ctx.settings.vault)
+    from kms_cli.locations import held_form
+
+    path = "" if all else held_form(ctx.settings.vault)
     answer = client.request(b"lock", path, path=_socket(ctx))
     n = 0 if answer is None else json.loads(answer[0])["forgotten"]
     if ctx.json:

@@ -30,3 +30,17 @@ def restore(ctx, file, force) -> int:
 
     ctx.emit(info, human)
     return 0
+
+
+def copy(ctx, src, dst) -> int:
+    from kms_cli.cli.output import plural
+    from kms_cli.cli.progress import progress
+    from kms_cli.vault.copy import copy_vault
+
+    with progress(ctx, None, "copying rows", unit="rows") as p:
+        info = copy_vault(ctx.vault_options(), src, dst, progress=p.update if p else None)
+    ctx.emit(info, lambda i: ctx.info(
+        f"copied vault {i['vault_id']} from {i['from']} to {i['to']}: {plural(i['rows']['keys'], 'key')}, "
+        f"{plural(i['rows']['secrets'], 'secret')}, {plural(i['rows']['audit'], 'audit entry', 'audit entries')} "
+        f"(chain verified on the copy, head at seq {i['head']})"))
+    return 0

@@ -37,7 +37,6 @@ def health(ctx, format, expiring_within=None) -> int:
 def _agent_check(ctx, report) -> None:
     """Whether the agent holds this vault and until when; its counters go to the metrics."""
     import json
-    import os
 
     from kms_cli.agent import client
     from kms_cli.agent.protocol import socket_path
@@ -51,8 +50,9 @@ def _agent_check(ctx, report) -> None:
     if answer is None:  # no agent: nothing to report (the report is what it was before agents)
         return
     status = json.loads(answer[0])
-    path = os.path.realpath(ctx.settings.vault)
-    held = next((v for v in status["vaults"] if v["vault"] == path), None)
+    from kms_cli.locations import same_vault
+
+    held = next((v for v in status["vaults"] if same_vault(v["vault"], ctx.settings.vault)), None)
     report.metrics["agent"] = {"counters": status.get("counters", {}), "held": held is not None,
                                "expires": held and held["expires"], "idle_expires": held and held["idle_expires"]}
     if held is None:

@@ -48,6 +48,9 @@ def health(report) -> str:
           [({}, round(report.when, 3))])
     if "vault_size_bytes" in m:
         gauge("vault_size_bytes", "Size of the vault file in bytes.", [({}, m["vault_size_bytes"])])
+    if "replication_lag_seconds" in m:
+        gauge("replication_lag_seconds", "A PostgreSQL standby's replay lag behind its primary (-1: nothing "
+              "replayed yet).", [({}, round(m["replication_lag_seconds"], 3))])
     if "keys_by_state" in m:
         gauge("keys", "Keys by state.", [({"state": s}, n) for s, n in m["keys_by_state"].items()])
         gauge("key_rotations_overdue", "Active keys past their rotation date.", [({}, m["rotations_overdue"])])

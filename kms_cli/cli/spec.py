@@ -46,7 +46,8 @@ Group = namedtuple("Group", ("name", "help"))
 DEFAULT_VAULT_DOC = "$XDG_DATA_HOME/kms-cli/vault.db (~/.local/share/kms-cli/vault.db)"
 
 GLOBAL_OPTS = (
-    Opt(("--vault",), "vault", "Vault file (a SQLite database).", metavar="PATH", envvar="KMS_CLI_VAULT",
+    Opt(("--vault",), "vault", "Vault file, or postgresql://host/db?vault=NAME.", metavar="PATH",
+        envvar="KMS_CLI_VAULT",
         default_doc=DEFAULT_VAULT_DOC),
     Opt(("--namespace",), "namespace", "Scope every name to this namespace.", metavar="NS", envvar="KMS_CLI_NAMESPACE",
         empty=True),
@@ -71,6 +72,7 @@ GROUPS = (
     Group("agent", "The per-user agent: unlock once, then every command is served without the master key."),
     Group("policy", "Rotation policies per namespace: schedules by key purpose, and the old versions' grace."),
     Group("identity", "Identities for recipient slots (age and OpenSSH keys)."),
+    Group("vault", "The vault as a whole: copy it between a file and PostgreSQL."),
 )
 
 # Shown by `kms-cli --help` and the man page.
@@ -223,6 +225,20 @@ COMMANDS = (
                "command finishes or rolls back the interrupted restore (VAULT.restore-journal).",
         examples=(("Restore where there is no vault yet", "kms-cli restore vault-2026-01-31.db"),
                   ("Replace the current vault", "kms-cli restore --force vault-2026-01-31.db"))),
+    Cmd(("vault", "copy"), "Copy a whole vault to a new place: a file and PostgreSQL, either way.",
+        "kms_cli.cli.backup_cmds:copy",
+        args=(Arg("src", "The vault to copy: a file path or postgresql://[user@]host[:port]/db[?vault=NAME].",
+                  metavar="SRC"),
+              Arg("dst", "Where the copy goes (must not hold a vault yet): a file path or a postgresql:// URI.",
+                  metavar="DST")),
+        epilog="The copy is the same vault (same id, slots, keys, secrets and audit chain) and opens with the "
+               "same master key sources. SRC is unlocked as usual; DST's slots and whole audit chain are "
+               "verified before success is reported, and a copy that fails is removed. Rows stream in "
+               "bounded memory. An existing DST is refused (exit 8).",
+        examples=(("Move a file vault to a team database", "kms-cli vault copy ~/.local/share/kms-cli/vault.db "
+                   "'postgresql://kms@db.internal/secrets?vault=team&sslmode=verify-full'"),
+                  ("Take a team vault home as a file", "kms-cli vault copy 'postgresql://kms@db.internal/secrets' "
+                   "./team-copy.db"))),
     # -- audit ---------------------------------------------------------------
     Cmd(("audit", "log"), "Show audit entries.", "kms_cli.cli.audit_cmds:log",
         opts=(Opt(("--since",), "since", "Only entries newer than DUR ago.", metavar="DUR", kind="dur"),

@@ -69,6 +69,9 @@ class Store:
 
     location: str  # a path or a URI without credentials: shown in messages
     on_begin = None
+    # True on a PostgreSQL hot standby: reads work, a write is StandbyError (exit 7). Reads there
+    # cannot be recorded in the vault's log (the vault layer says so on stderr).
+    read_only = False
 
     # -- lifetime ------------------------------------------------------------
     def close(self) -> None:

@@ -31,7 +31,8 @@ from psycopg import errors as pg
 from psycopg.conninfo import conninfo_to_dict
 
 from kms_cli.locations import canonical
-from kms_cli.errors import AlreadyExistsError, IntegrityError, KmsError, NotFoundError, UnavailableError, UsageError
+from kms_cli.errors import (AlreadyExistsError, IntegrityError, KmsError, NotFoundError, StandbyError,
+                            UnavailableError, UsageError)
 from kms_cli.store.base import SCHEMA_VERSION
 from kms_cli.store.sql import SQLStore
 
@@ -141,18 +142,18 @@ def _lock_key(schema: str) -> int:
     return zlib.crc32(b"kms-cli vault " + schema.encode()) - (1 << 31)
 
 
-def _error(exc: psycopg.Error, shown: str) -> KmsError:
-    """The kms_cli error for a driver error: what happened to the server, or damage."""
+def _error(exc: psycopg.Error, shown: str, primary: str = "") -> KmsError:
+    """The kms_cli error for a driver error: what happened to the server, or damage. `primary`:
+    where a standby's primary is (" (host:port)"), when the standby lets us see it."""
     if isinstance(exc, pg.QueryCanceled):
         return UnavailableError(f"the PostgreSQL vault {shown} did not answer in time (statement timeout)",
                                 hint="raise KMS_CLI_TIMEOUT, or check the server's load; nothing was changed")
     if isinstance(exc, pg.LockNotAvailable):
         return UnavailableError(f"the vault {shown} is busy: another client held its lock too long",
                                 hint="retry when the other kms-cli command has finished")
-    if isinstance(exc, (pg.ReadOnlySqlTransaction, pg.ActiveSqlTransaction)) or "recovery" in str(exc).lower():
-        return UnavailableError(f"the vault {shown} is read-only here: the server is a standby",
-                                hint="reads work here; write through the primary server (the host in its "
-                                     "primary_conninfo)")
+    if isinstance(exc, pg.ReadOnlySqlTransaction) or "during recovery" in str(exc).lower():
+        return StandbyError(f"the vault {shown} is read-only here: the server is a standby",
+                            hint=f"write through the primary server{primary}; reads work here")
     if isinstance(exc, pg.InsufficientPrivilege):
         return UnavailableError(f"permission denied on the PostgreSQL vault {shown}: {_first_line(exc)}",
                                 hint="grant the role USAGE and CREATE on the database, or all on the vault's schema")
@@ -265,6 +266,7 @@ class PostgresStore(SQLStore):
             version = store.schema_version()
             if version == 0:
                 raise NotFoundError(f"no vault at {store.location}", hint="create one with `kms-cli init`")
+            store.read_only = bool(store.one("SELECT pg_is_in_recovery()")[0])
             if version > SCHEMA_VERSION:
                 raise KmsError(f"the vault was written by a newer kms-cli (schema {version})", hint="upgrade kms-cli")
             if version < SCHEMA_VERSION:
@@ -393,7 +395,18 @@ class PostgresStore(SQLStore):
         try:
             self.conn.execute(sql)
         except psycopg.Error as exc:
-            raise _error(exc, self.location) from None
+            err = _error(exc, self.location)
+            if isinstance(err, StandbyError):
+                err = _error(exc, self.location, self._primary())
+            raise err from None
+
+    def _primary(self) -> str:
+        """ " (host:port)" of the primary this standby streams from, when the role may see it."""
+        try:
+            row = self.conn.execute("SELECT sender_host, sender_port FROM pg_stat_wal_receiver").fetchone()
+        except psycopg.Error:
+            return ""
+        return f" ({row[0]}:{row[1]})" if row and row[0] else ""
 
     def _rollback(self) -> None:
         if self.conn.closed:

@@ -98,6 +98,12 @@ def _copy(store, tmp: str) -> tuple[int, int]:
 def restore(options, file: str, force: bool = False) -> dict:
     """Check the backup `file`, then replace (or create) the vault `options.path` with it."""
     path = options.path
+    from kms_cli.locations import is_uri
+
+    if is_uri(path):
+        raise UsageError("restore writes a vault file; a PostgreSQL vault is filled by `vault copy`",
+                         hint=f"kms-cli vault copy {file} 'postgresql://...' (into a new vault; the backup "
+                              "opens with its own master key sources)")
     recover_interrupted_restore(path)
     if not os.path.isfile(file):
         raise NotFoundError(f"no such file: {file}")

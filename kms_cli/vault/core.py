@@ -7,7 +7,6 @@ HKDF-SHA-256 (salt = vault id) derives one subkey per purpose; no key serves two
 from __future__ import annotations
 
 import json
-import os
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -159,6 +158,11 @@ class Vault:
         waits for the next operation, so this one changes nothing but the log.
         """
         rec = OpRecord(op, target, version)
+        if not write and self.store.read_only:  # a PostgreSQL standby: it can serve reads, not log them
+            with self.store.read():
+                yield rec
+            self._unrecorded(rec)
+            return
         if not write and housekeeping and self._housekeeping_due():
             with self.store.write():
                 self._housekeeping()
@@ -172,10 +176,18 @@ class Vault:
                 with self.store.read():
                     yield rec
         except KmsError as exc:
-            self.record(rec, exc, housekeeping=housekeeping)
+            if not self.store.read_only:  # a standby cannot log the refusal either: the error says why
+                self.record(rec, exc, housekeeping=housekeeping)
             raise
         if not write:
             self.record(rec, housekeeping=housekeeping)
+
+    def _unrecorded(self, rec: OpRecord) -> None:
+        """A read served by a standby: say on stderr that the vault's log does not hold it."""
+        if not getattr(self, "_warned_unrecorded", False) and self.options.source.warn is not None:
+            self._warned_unrecorded = True
+            self.options.source.warn(f"{rec.op} was served by a standby and is not in the vault's audit log "
+                                     "(only the primary can write it)")
 
     def record(self, rec: OpRecord, exc: KmsError | None = None, *, housekeeping: bool = True) -> None:
         """Append `rec`'s entry in its own transaction: ok, or what `exc` made of it (an operation

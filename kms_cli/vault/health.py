@@ -120,6 +120,55 @@ def _check_file(report: Report, path: str):
     return found
 
 
+LAG_WARN_S = 60.0  # a standby further behind its primary than this is reported (degraded)
+
+
+class _ServerProbe:
+    """What `_check_database` needs to know of a PostgreSQL vault (found without unlocking it)."""
+
+    def __init__(self, version: int, problems: list[str], error: KmsError | None = None):
+        self.version, self.problems, self.error = version, problems, error
+        self.engine = "PostgreSQL"
+
+
+def _check_server(report: Report, location: str, timeout: float):
+    """A PostgreSQL vault: the server answers, which version, standby or primary and the replication
+    lag, the schema and its tables (None: stop here)."""
+    from kms_cli.locations import canonical
+    from kms_cli.store.postgres import PostgresStore
+
+    shown = canonical(location)
+    try:
+        store = PostgresStore.connect(location, timeout)
+    except KmsError as exc:
+        report.add("vault.server", FAIL, str(exc), exc.exit_code)
+        return None
+    try:
+        status = store.server_status()
+        version = store.schema_version()
+        problems = store.integrity_problems() if version else []
+    except KmsError as exc:
+        report.add("vault.server", FAIL, str(exc), exc.exit_code)
+        return None
+    finally:
+        store.close()
+    role = "standby (read-only)" if status["standby"] else "primary"
+    report.add("vault.server", OK, f"{shown}: PostgreSQL {status['server_version']}, {role}")
+    if status["standby"]:
+        lag = status["replication_lag_s"]
+        report.metrics["replication_lag_seconds"] = lag if lag is not None else -1
+        if lag is None:
+            report.add("vault.replication", WARN, "standby has replayed nothing from its primary yet")
+        elif lag > LAG_WARN_S:
+            report.add("vault.replication", WARN, f"standby is {lag:.0f} s behind its primary (over {LAG_WARN_S:.0f} s)")
+        else:
+            report.add("vault.replication", OK, f"standby {lag:.1f} s behind its primary")
+    if version == 0:
+        report.add("vault.schema", FAIL, f"no vault at {shown}", 3)
+        return None
+    return _ServerProbe(version, problems)
+
+
 def _check_database(report: Report, found) -> bool:
     """Schema version and the store's own integrity check (no unlock needed)."""
     from kms_cli.store import SCHEMA_VERSION
@@ -139,10 +188,12 @@ def _check_database(report: Report, found) -> bool:
         report.add("vault.schema", OK, f"schema {version}, upgraded to {SCHEMA_VERSION} when opened")
     else:
         report.add("vault.schema", OK, f"schema {version} (current)")
+    engine = getattr(found, "engine", "SQLite")
+    check = "integrity_check" if engine == "SQLite" else "schema check"
     if found.problems:
-        report.add("vault.integrity", FAIL, "SQLite integrity_check: " + "; ".join(found.problems[:3]), 5)
+        report.add("vault.integrity", FAIL, f"{engine} {check}: " + "; ".join(found.problems[:3]), 5)
         return False
-    report.add("vault.integrity", OK, "SQLite integrity_check ok")
+    report.add("vault.integrity", OK, f"{engine} {check} ok")
     return True
 
 
@@ -296,8 +347,14 @@ def run(options, expiring_within: int = SOON) -> Report:
     """Run every check against the vault `options` names; records one `health` entry when it unlocks."""
     from kms_cli.vault.core import Vault
 
+    from kms_cli.locations import is_uri
+    from kms_cli.vault.core import _timeout
+
     report = Report(when=durations.now())
-    found = _check_file(report, options.path)
+    if is_uri(options.path):
+        found = _check_server(report, options.path, _timeout(options))
+    else:
+        found = _check_file(report, options.path)
     if found is None or not _check_database(report, found):
         return report
     try:
@@ -318,11 +375,14 @@ def run(options, expiring_within: int = SOON) -> Report:
         except IntegrityError as exc:  # the store found the database damaged (a table or column edited away)
             report.add("vault.read", FAIL, f"the vault could not be read: {exc}", 5)
             return report
-        try:
-            with vault.operation("health") as rec:
-                rec.extra = {"status": report.status}
-        except KmsError as exc:
-            report.add("audit.entry", FAIL, str(exc), exc.exit_code)
+        if vault.store.read_only:
+            pass  # a standby cannot write the health entry; vault.server says it is one
+        else:
+            try:
+                with vault.operation("health") as rec:
+                    rec.extra = {"status": report.status}
+            except KmsError as exc:
+                report.add("audit.entry", FAIL, str(exc), exc.exit_code)
     finally:
         vault.close()
     return report

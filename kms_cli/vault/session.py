@@ -14,6 +14,11 @@ import os
 def identity(path: str, slots) -> bytes:
     """What the agent checks before it serves the vault at `path`: the file (device and inode: a
     restore puts another file there) and every slot's id and sealed blob (sealed, not secret)."""
+    from kms_cli.locations import canonical, is_uri
+
+    if is_uri(path):  # a database vault: its place, credential-free (init --force there makes a new vault id)
+        return b"pg:" + canonical(path).encode() + b"|" + b"|".join(
+            b"%d:%s" % (s["id"], bytes(s["blob"]).hex().encode()) for s in slots)
     st = os.stat(path)
     return b"%d:%d|" % (st.st_dev, st.st_ino) + b"|".join(b"%d:%s" % (s["id"], bytes(s["blob"]).hex().encode())
                                                          for s in slots)
@@ -26,5 +31,7 @@ def hand_over(vault, idle: int | None, max_: int | None) -> dict:
         rec.extra = {k: v for k, v in (("idle", idle), ("max", max_)) if v is not None}
         with vault.store.read():
             fingerprint = identity(vault.options.path, vault.store.slots())
-    return {"path": os.path.realpath(vault.options.path), "vault_id": vault.vault_id.hex(), "root": vault._root,
+    from kms_cli.locations import held_form
+
+    return {"path": held_form(vault.options.path), "vault_id": vault.vault_id.hex(), "root": vault._root,
             "slot_id": vault.slot_id, "fingerprint": fingerprint}

@@ -75,6 +75,23 @@ class Cluster:
         self._run("pg_ctl", "-D", self.data, "-l", os.path.join(self.dir, "server.log"), "-w", "-t", "60",
                   "-o", opts, "start")
 
+    def standby(self) -> "Cluster":
+        """A hot standby of this cluster (pg_basebackup -R over the Unix socket), started on its own
+        port: streaming replication, read-only; the same role and password file work against it."""
+        other = Cluster(base=os.path.dirname(self.dir))
+        other.password, other.passfile = self.password, os.path.join(other.dir, "pgpass")
+        os.makedirs(other.sock)
+        if other._as_postgres:
+            shutil.chown(other.dir, "postgres", "postgres")
+            shutil.chown(other.sock, "postgres", "postgres")
+        self._run("pg_basebackup", "-h", self.sock, "-p", str(self.port), "-U", "postgres", "-D", other.data, "-R",
+                  "-X", "stream", "-c", "fast", "--no-sync")
+        other.start_server()
+        fd = os.open(other.passfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"127.0.0.1:{other.port}:*:{other.role}:{other.password}\n")
+        return other
+
     def stop_server(self, mode: str = "fast") -> None:
         self._run("pg_ctl", "-D", self.data, "-m", mode, "-w", "stop", check=False)
 

@@ -10,13 +10,41 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ holds kmshelp and vectorutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: tests.servers
 
-from kmshelp import Kms, base_env  # noqa: E402
+from kmshelp import Kms, backend_runner, base_env, pg_schema  # noqa: E402
+
+
+# -- both backends: the command tests of these modules run once on a SQLite file, once on PostgreSQL --
+#
+# Their `kms` / `vault` fixtures (and module fixtures that ask for `backend`) get a vault on each
+# engine: test ids end in [sqlite] / [postgres]; the PostgreSQL runs carry the `server` marker
+# (`-m "not server"` leaves them out). A test that reads or edits the SQLite file itself is marked
+# `@pytest.mark.sqlite_only("why")` and runs on SQLite only.
+BOTH_BACKENDS = {
+    "test_secrets.py", "test_keys.py", "test_data.py", "test_asym.py", "test_namespace.py", "test_policy.py",
+    "test_master.py", "test_audit.py", "test_process.py", "test_secret_rotate.py", "test_secret_edit.py",
+    "test_rewrap_in_place.py", "test_recipients.py", "test_init.py",
+}
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.server, id="postgres")]
+
+
+def pytest_generate_tests(metafunc):
+    if "backend" not in metafunc.fixturenames or Path(metafunc.definition.path).name not in BOTH_BACKENDS:
+        return
+    only = metafunc.definition.get_closest_marker("sqlite_only")
+    # module scope: a module fixture (a vault built once) may ask for `backend` too
+    metafunc.parametrize("backend", ["sqlite"] if only else BACKENDS, scope="module")
+
+
+@pytest.fixture(scope="session")
+def backend() -> str:
+    """The vault's engine: "sqlite" unless the module is in BOTH_BACKENDS (then parametrized)."""
+    return "sqlite"
 
 
 @pytest.fixture
-def kms(tmp_path) -> Kms:
-    """A runner with an empty (not yet initialised) vault path."""
-    return Kms(tmp_path, base_env(tmp_path))
+def kms(tmp_path, backend, request) -> Kms:
+    """A runner with an empty (not yet initialised) vault: a file path, or a PostgreSQL schema."""
+    return backend_runner(tmp_path, backend, request)
 
 
 @pytest.fixture
@@ -27,9 +55,6 @@ def vault(kms) -> Kms:
 
 
 # -- PostgreSQL: one private cluster per session (tests/servers/postgres.py), a schema per test ----
-
-_PG_SCHEMAS = iter(range(1, 1 << 30))
-
 
 @pytest.fixture(scope="session")
 def pg_cluster():
@@ -58,9 +83,7 @@ def pg_uri(pg_cluster, worker_schema) -> str:
 
 @pytest.fixture
 def worker_schema() -> str:
-    import os
-
-    return f"t{os.getpid()}_{next(_PG_SCHEMAS)}"
+    return pg_schema()
 
 
 @pytest.fixture

@@ -42,7 +42,14 @@ class Kms:
         self.env = env
 
     @property
+    def backend(self) -> str:
+        """"postgres" when the vault is a postgresql:// URI, else "sqlite" (a file)."""
+        return "postgres" if self.env["KMS_CLI_VAULT"].startswith(("postgresql://", "postgres://")) else "sqlite"
+
+    @property
     def vault(self) -> Path:
+        """The vault file (SQLite only: a test that reads the file is marked sqlite_only)."""
+        assert self.backend == "sqlite", "this vault is on PostgreSQL: mark a test that reads the file sqlite_only"
         return Path(self.env["KMS_CLI_VAULT"])
 
     def __call__(self, *args, input: bytes | str | None = None, env: dict | None = None,
@@ -101,3 +108,22 @@ def base_env(tmp: Path) -> dict:
     })
     env.pop("GITHUB_ACTIONS", None)
     return env
+
+
+_PG_SCHEMAS = iter(range(1, 1 << 30))
+
+
+def pg_schema() -> str:
+    """A schema name no other test of this session (or of a parallel worker) uses."""
+    return f"t{os.getpid()}_{next(_PG_SCHEMAS)}"
+
+
+def backend_runner(tmp: Path, backend: str, request) -> Kms:
+    """A runner with its HOME under `tmp` and an empty vault on `backend`: the file `tmp/vault.db`,
+    or ("postgres") a fresh schema in database `kms` of the session's cluster (fixture `pg_cluster`,
+    asked of pytest's `request`). Module fixtures that build a vault once use it with `backend`."""
+    env = base_env(tmp)
+    if backend == "postgres":
+        cluster = request.getfixturevalue("pg_cluster")
+        env.update(cluster.env, KMS_CLI_VAULT=cluster.uri("kms", vault=pg_schema()))
+    return Kms(tmp, env)

@@ -13,12 +13,12 @@ ENC_ALGS = ["rsa-oaep-3072", "ml-kem-512", "ml-kem-768", "ml-kem-1024", "x25519-
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory):
+def pki(tmp_path_factory, backend, request):
     """One vault holding a key of every asymmetric algorithm (RSA-4096 generation is slow)."""
-    from kmshelp import Kms, base_env
+    from kmshelp import backend_runner
 
     tmp = tmp_path_factory.mktemp("pki")
-    kms = Kms(tmp, base_env(tmp))
+    kms = backend_runner(tmp, backend, request)
     kms.ok("init")
     for alg in SIGN_ALGS + ENC_ALGS:
         kms.ok("key", "create", alg, "--algorithm", alg)

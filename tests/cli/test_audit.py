@@ -73,6 +73,7 @@ def test_every_operation_and_refusal_is_logged(vault):
     assert again[13]["op"] == "audit.export" and len(find(again, "unlock.failed")) == 1
 
 
+@pytest.mark.sqlite_only("reads the audit rows and bytes of the SQLite file")
 def test_no_value_in_audit_rows_export_or_vault_file(vault, tmp_path):
     marker = b"MARKER-7d1e0b52-value"
     vault.ok("secret", "put", "db/password", input=marker)
@@ -221,6 +222,7 @@ def test_verify_catches_tampering(template, tmp_path, case):
     assert f"audit chain broken at seq {seq}: {kind} (" in r.err
 
 
+@pytest.mark.sqlite_only("edits the audit rows in the SQLite file")
 def test_prune_keeps_a_verifiable_chain_and_tampering_after_it_is_caught(vault):
     for i in range(3):
         vault.ok("secret", "put", f"old{i}", input=b"x")

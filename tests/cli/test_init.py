@@ -4,6 +4,8 @@ import os
 import re
 import stat
 
+import pytest
+
 from kmshelp import MASTER_KEY
 
 
@@ -12,6 +14,7 @@ def test_version(kms):
     assert re.fullmatch(r"kms-cli \d+\.\d+\.\d+\n", r.text)
 
 
+@pytest.mark.sqlite_only("checks the vault file's mode")
 def test_init_creates_private_vault(kms):
     r = kms.ok("init")
     assert "created vault" in r.err

@@ -3,6 +3,8 @@
 import sqlite3
 import time
 
+import pytest
+
 
 def test_create_show_json_shape(vault):
     k = vault.ok("--json", "key", "create", "app/db", "--description", "db key", "--label", "team=core").json()
@@ -123,6 +125,7 @@ def test_disable_enable(vault, tmp_path):
     assert vault.ok("decrypt", "-i", "c").out == b"x"
 
 
+@pytest.mark.sqlite_only("reads key_versions in the SQLite file")
 def test_destroy_window_and_cancel(vault, tmp_path):
     vault.ok("key", "create", "k")
     (tmp_path / "p").write_bytes(b"x")

@@ -1,6 +1,6 @@
 """Slots through the real CLI with the embedded sources (env, passphrase): add, list, remove, rotate, --unlock."""
 
-
+import pytest
 
 OTHER = "22" * 32
 
@@ -52,6 +52,7 @@ def test_unlock_names_unknown_slot(vault):
     assert vault("--unlock", "env:NOPE", "key", "list").code == 3
 
 
+@pytest.mark.sqlite_only("reads the slots table in the SQLite file")
 def test_master_rotate_keeps_everything_usable(vault, tmp_path):
     env2 = {"SECOND_KEY": OTHER}
     vault.ok("master", "add", "env:SECOND_KEY", env=env2)

@@ -3,6 +3,8 @@
 import shutil
 import sqlite3
 
+import pytest
+
 
 def test_namespace_scopes_names(vault):
     vault.ok("--namespace", "acme/prod", "secret", "put", "db", input=b"prod-pw")
@@ -32,6 +34,7 @@ def test_ciphertext_bound_to_namespace(vault):
     assert vault("--namespace", "b", "decrypt", input=ct).code == 5
 
 
+@pytest.mark.sqlite_only("edits rows in the SQLite file")
 def test_secret_row_moved_to_other_name_fails(vault):
     vault.ok("secret", "put", "a", input=b"value-a")
     vault.ok("secret", "put", "b", input=b"value-b")
@@ -45,6 +48,7 @@ def test_secret_row_moved_to_other_name_fails(vault):
     assert b"value-a" not in r.out
 
 
+@pytest.mark.sqlite_only("edits rows in the SQLite file")
 def test_secret_row_moved_to_other_version_fails(vault):
     vault.ok("secret", "put", "s", input=b"v1")
     vault.ok("secret", "put", "s", input=b"v2")
@@ -56,6 +60,7 @@ def test_secret_row_moved_to_other_version_fails(vault):
     assert vault("secret", "get", "s").code == 5
 
 
+@pytest.mark.sqlite_only("edits rows in the SQLite file")
 def test_key_material_moved_fails(vault):
     vault.ok("key", "create", "k1")
     vault.ok("key", "create", "k2")
@@ -69,6 +74,7 @@ def test_key_material_moved_fails(vault):
     assert vault("encrypt", "--key", "k2", input=b"x").code == 5
 
 
+@pytest.mark.sqlite_only("edits rows in the SQLite file")
 def test_row_copied_from_other_vault_fails(vault, tmp_path):
     vault.ok("secret", "put", "s", input=b"mine")
     other = dict(vault.env, KMS_CLI_VAULT=str(tmp_path / "other.db"))
@@ -84,6 +90,7 @@ def test_row_copied_from_other_vault_fails(vault, tmp_path):
     assert vault("secret", "get", "s").code == 5
 
 
+@pytest.mark.sqlite_only("edits rows in the SQLite file")
 def test_slot_copied_from_other_vault_fails(vault, tmp_path):
     other = dict(vault.env, KMS_CLI_VAULT=str(tmp_path / "other.db"))
     vault.ok("init", env=other)
@@ -98,12 +105,14 @@ def test_slot_copied_from_other_vault_fails(vault, tmp_path):
     assert r.code == 4
 
 
+@pytest.mark.sqlite_only("copies the vault file")
 def test_copied_vault_file_works_with_same_key(vault, tmp_path):
     vault.ok("secret", "put", "s", input=b"v")
     shutil.copy(vault.vault, tmp_path / "copy.db")
     assert vault.ok("secret", "get", "s", env={"KMS_CLI_VAULT": str(tmp_path / "copy.db")}).out == b"v"
 
 
+@pytest.mark.sqlite_only("edits rows in the SQLite file")
 def test_secret_ttl_cannot_be_stretched_in_the_file(vault):
     vault.ok("secret", "put", "t", "--ttl", "1h", input=b"v")
     db = sqlite3.connect(vault.vault)
@@ -113,6 +122,7 @@ def test_secret_ttl_cannot_be_stretched_in_the_file(vault):
     assert vault("secret", "get", "t").code == 5
 
 
+@pytest.mark.sqlite_only("edits rows in the SQLite file")
 def test_key_state_cannot_be_edited_in_the_file(vault):
     vault.ok("key", "create", "k")
     ct = vault.ok("encrypt", "--key", "k", input=b"x").out
@@ -126,6 +136,7 @@ def test_key_state_cannot_be_edited_in_the_file(vault):
     assert vault("encrypt", "--key", "k", input=b"x").code == 5
 
 
+@pytest.mark.sqlite_only("edits rows in the SQLite file")
 def test_disabled_key_cannot_be_enabled_in_the_file(vault):
     vault.ok("key", "create", "k")
     vault.ok("key", "disable", "k")

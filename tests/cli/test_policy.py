@@ -6,6 +6,8 @@ from __future__ import annotations
 import sqlite3
 import time
 
+import pytest
+
 
 def test_set_show_rm_shapes_and_merge(vault):
     p = vault.ok("--json", "policy", "set", "app", "--rotate-every", "encrypt=90d", "--grace", "30d").json()
@@ -70,6 +72,7 @@ def test_rotate_due_by_policy_gives_the_policys_grace(vault):
     assert vault.ok("--json", "key", "rotate", "--due").json() == []  # the next period starts from version 2
 
 
+@pytest.mark.sqlite_only("reads the keys table in the SQLite file")
 def test_rotate_due_reports_destructions(vault):
     vault.ok("key", "create", "gone")
     vault.ok("key", "destroy", "gone", "--after", "1s")
@@ -93,6 +96,7 @@ def test_health_warns_about_keys_overdue_by_policy(vault):
     assert vault("health").code == 0
 
 
+@pytest.mark.sqlite_only("edits rows in the SQLite file")
 def test_an_edited_policy_row_is_refused_and_health_fails(vault):
     vault.ok("policy", "set", "app", "--rotate-every", "encrypt=90d", "--grace", "30d")
     db = sqlite3.connect(vault.vault)
@@ -105,6 +109,7 @@ def test_an_edited_policy_row_is_refused_and_health_fails(vault):
     assert h.code == 5 and any(c["name"] == "vault.rows" and c["status"] == "fail" for c in h.json()["checks"])
 
 
+@pytest.mark.sqlite_only("edits rows in the SQLite file")
 def test_a_removed_policy_put_back_is_refused(vault):
     vault.ok("policy", "set", "app", "--rotate-every", "encrypt=90d")
     db = sqlite3.connect(vault.vault)

@@ -9,6 +9,8 @@ import stat
 import string
 import time
 
+import pytest
+
 
 def _script(tmp_path, name: str, body: str) -> str:
     path = tmp_path / name
@@ -112,6 +114,7 @@ def test_bad_rotate_with_is_a_usage_error(vault):
     assert vault("secret", "put", "s", "--rotate-every", "0s", input=b"v").code == 2
 
 
+@pytest.mark.sqlite_only("edits rows in the SQLite file")
 def test_an_edited_rotation_is_refused(vault):
     vault.ok("secret", "put", "s", "--rotate-every", "30d", input=b"v")
     db = sqlite3.connect(vault.vault)
@@ -124,6 +127,7 @@ def test_an_edited_rotation_is_refused(vault):
     assert vault("health").code == 5
 
 
+@pytest.mark.sqlite_only("reads rows in the SQLite file")
 def test_a_secret_without_rotation_keeps_its_pre_rotation_mac(vault):
     """Heads written before schema 4 have no rotation: their MAC is computed as before."""
     vault.ok("secret", "put", "s", input=b"v")

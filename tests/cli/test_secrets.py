@@ -109,6 +109,7 @@ def test_export_to_file_is_private(vault, tmp_path):
     assert os.stat(tmp_path / "out.env").st_mode & 0o777 == 0o600
 
 
+@pytest.mark.sqlite_only("reads the vault file and its WAL")
 def test_values_never_in_vault_file_in_clear(vault):
     marker = b"PLAINTEXT-MARKER-1234567890"
     vault.ok("secret", "put", "m", input=marker)

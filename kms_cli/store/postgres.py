@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 import zlib
 from contextlib import contextmanager
+from time import monotonic
 from typing import Iterator
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -40,6 +41,7 @@ SCHEMES = ("postgresql://", "postgres://")
 DEFAULT_SCHEMA = "kms"
 LOCK_WAIT_S = 60  # a writer waits this long for the vault's lock (SQLite's busy timeout is the same)
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")
+_USERINFO_WITH_PASSWORD = re.compile(r"[a-z]+://[^/@]*:[^/@]*@")
 
 # The whole schema at version 5 (SQLite reaches it through store/sqlite.py's migrations 1-5):
 # the same tables and columns, PostgreSQL's types (REAL is SQLite's 8-byte float: double precision).
@@ -102,15 +104,20 @@ class Location:
     __slots__ = ("conninfo", "schema", "shown", "params")
 
     def __init__(self, uri: str):
+        # any "x:y@" before the path, however the rest parses (`postgresql://?:pw@/` hides it from
+        # urlsplit), and the password parameters: a password in the URI, refused without echoing it
+        if _USERINFO_WITH_PASSWORD.match(uri):
+            raise _password_refused()
         try:
             parts = urlsplit(uri)
             query = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
         except ValueError:
             raise UsageError("invalid PostgreSQL vault URI", hint=_URI_FORM) from None
+        if "#" in uri:  # a fragment: never meant (a '#' in a user name or password must be %23)
+            raise UsageError("invalid PostgreSQL vault URI: '#' is not allowed (percent-encode it as %23)",
+                             hint=_URI_FORM)
         if parts.password is not None or any(k in ("password", "sslpassword") for k, _ in query):
-            raise UsageError("a password inside the vault URI is refused: it would sit in argv and shell history",
-                             hint="put it in ~/.pgpass or the file PGPASSFILE names (or PGPASSWORD), and drop it "
-                                  "from the URI")
+            raise _password_refused()
         schemas = [v for k, v in query if k == "vault"]
         self.schema = schemas[-1] if schemas else DEFAULT_SCHEMA
         if not _SCHEMA_NAME.match(self.schema):
@@ -129,6 +136,11 @@ class Location:
         return f"Location({self.shown!r})"
 
 
+def _password_refused() -> UsageError:
+    return UsageError("a password inside the vault URI is refused: it would sit in argv and shell history",
+                      hint="put it in ~/.pgpass or the file PGPASSFILE names (or PGPASSWORD), and drop it from the URI")
+
+
 _URI_FORM = "postgresql://[user@]host[:port]/dbname[?vault=NAME&sslmode=verify-full...]"
 
 
@@ -142,9 +154,56 @@ def _lock_key(schema: str) -> int:
     return zlib.crc32(b"kms-cli vault " + schema.encode()) - (1 << 31)
 
 
+class _NoAnswer(psycopg.OperationalError):
+    """Nothing came back from the server within the client's own bound (see _Connection)."""
+
+
+class _Connection(psycopg.Connection):
+    """psycopg's connection, each wait for the server also bounded here (`bound` seconds, above
+    the server's statement_timeout, which normally fires first): a server that stops answering in
+    the middle of a command (hung, or cut off without a reset: its kernel still acknowledges every
+    packet) ends the command with exit 7 instead of holding it forever. The connection is closed
+    then (its protocol state is unknown); the server rolls back the open transaction."""
+
+    bound: float | None = None
+
+    def wait(self, gen, *args, **kwargs):
+        if self.bound is None:
+            return super().wait(gen, *args, **kwargs)
+        try:
+            return super().wait(_until(gen, monotonic() + self.bound), *args, **kwargs)
+        except _NoAnswer:
+            self.pgconn.finish()
+            raise
+
+
+def _until(gen, deadline: float):
+    """psycopg's generator `gen`, given up at `deadline` (psycopg's wait loop resumes it with
+    Ready.NONE every 0.1 s while nothing arrives, so the clock is read even when nothing does)."""
+    try:
+        state = next(gen)
+        while True:
+            ready = yield state
+            if not ready and monotonic() > deadline:
+                raise _NoAnswer("no answer from the server")
+            state = gen.send(ready)
+    except StopIteration as stop:
+        return stop.value
+
+
+def _bound(timeout: float) -> float:
+    """The client's wait for one answer: the server's statement_timeout (`timeout`), then time for
+    the server's own cancellation to arrive."""
+    return timeout * 1.5 + 1
+
+
 def _error(exc: psycopg.Error, shown: str, primary: str = "") -> KmsError:
     """The kms_cli error for a driver error: what happened to the server, or damage. `primary`:
     where a standby's primary is (" (host:port)"), when the standby lets us see it."""
+    if isinstance(exc, _NoAnswer):
+        return UnavailableError(f"the PostgreSQL vault {shown} stopped answering in the middle of the command",
+                                hint="check the server and the network to it (raise KMS_CLI_TIMEOUT if it is only "
+                                     "slow); the server rolls back what was not committed")
     if isinstance(exc, pg.QueryCanceled):
         return UnavailableError(f"the PostgreSQL vault {shown} did not answer in time (statement timeout)",
                                 hint="raise KMS_CLI_TIMEOUT, or check the server's load; nothing was changed")
@@ -241,6 +300,7 @@ class PostgresStore(SQLStore):
         self._depth = 0
         self._writing = False
         self.on_begin = None
+        self._lost: KmsError | None = None  # why the connection was lost: said again by the next attempt
 
     # -- opening -------------------------------------------------------------
     @classmethod
@@ -251,12 +311,13 @@ class PostgresStore(SQLStore):
         options = (f"{extra} -c search_path={location.schema} -c statement_timeout={ms} "
                    f"-c idle_in_transaction_session_timeout={max(ms, LOCK_WAIT_S * 1000) * 2}").strip()
         try:
-            conn = psycopg.connect(location.conninfo, autocommit=True, connect_timeout=max(1, round(timeout)),
-                                   application_name="kms-cli", options=options, row_factory=_row_factory)
+            conn = _Connection.connect(location.conninfo, autocommit=True, connect_timeout=max(1, round(timeout)),
+                                       application_name="kms-cli", options=options, row_factory=_row_factory)
         except psycopg.Error as exc:
             raise UnavailableError(f"cannot connect to the PostgreSQL vault {location.shown}: {_first_line(exc)}",
                                    hint="check the host, port and database, and that PGPASSFILE or ~/.pgpass "
                                         "holds the role's password; nothing was changed") from None
+        conn.bound = _bound(timeout)
         return cls(location, conn, timeout)
 
     @classmethod
@@ -342,25 +403,32 @@ class PostgresStore(SQLStore):
             return
         ms = max(1, int(self.timeout * 1000))
         # one round trip: begin, wait for the vault's lock (up to LOCK_WAIT_S), then the usual bound
-        self._exec_txn(f"BEGIN ISOLATION LEVEL READ COMMITTED READ WRITE; "
-                       f"SET LOCAL lock_timeout = {LOCK_WAIT_S * 1000}; "
-                       f"SET LOCAL statement_timeout = {max(ms, LOCK_WAIT_S * 1000)}; "
-                       f"SELECT pg_advisory_xact_lock({_lock_key(self.where.schema)}); "
-                       f"SET LOCAL statement_timeout = {ms}")
+        bound = getattr(self.conn, "bound", None)
+        if bound is not None:
+            self.conn.bound = _bound(max(self.timeout, LOCK_WAIT_S))
+        try:
+            self._exec_txn(f"BEGIN ISOLATION LEVEL READ COMMITTED READ WRITE; "
+                           f"SET LOCAL lock_timeout = {LOCK_WAIT_S * 1000}; "
+                           f"SET LOCAL statement_timeout = {max(ms, LOCK_WAIT_S * 1000)}; "
+                           f"SELECT pg_advisory_xact_lock({_lock_key(self.where.schema)}); "
+                           f"SET LOCAL statement_timeout = {ms}")
+        finally:
+            if bound is not None:
+                self.conn.bound = bound
         self._depth, self._writing = 1, True
         try:
             if self.on_begin is not None:
                 self.on_begin()
             yield self
-        except BaseException:
+        except BaseException as exc:
             self._depth, self._writing = 0, False
-            self._rollback()
+            self._rollback(exc)
             raise
         self._depth, self._writing = 0, False
         try:
             self._exec_txn("COMMIT")
-        except BaseException:
-            self._rollback()
+        except BaseException as exc:
+            self._rollback(exc)
             raise
 
     @contextmanager
@@ -376,9 +444,9 @@ class PostgresStore(SQLStore):
             if self.on_begin is not None:
                 self.on_begin()
             yield self
-        except BaseException:
+        except BaseException as exc:
             self._depth = 0
-            self._rollback()
+            self._rollback(exc)
             raise
         self._depth = 0
         self._exec_txn("COMMIT")
@@ -392,6 +460,9 @@ class PostgresStore(SQLStore):
             self._depth -= 1
 
     def _exec_txn(self, sql: str) -> None:
+        if self._lost is not None and self.conn.closed:
+            # e.g. the failed command's audit entry: the cause, not psycopg's "the connection is closed"
+            raise self._lost
         try:
             self.conn.execute(sql)
         except psycopg.Error as exc:
@@ -408,8 +479,10 @@ class PostgresStore(SQLStore):
             return ""
         return f" ({row[0]}:{row[1]})" if row and row[0] else ""
 
-    def _rollback(self) -> None:
+    def _rollback(self, exc: BaseException | None = None) -> None:
         if self.conn.closed:
+            if isinstance(exc, UnavailableError):
+                self._lost = exc
             return
         try:
             self.conn.execute("ROLLBACK")

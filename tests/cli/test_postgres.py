@@ -67,16 +67,17 @@ def one_line_error(err: str) -> None:
     assert sum(l.startswith("kms-cli: error: ") for l in lines) == 1, err
 
 
-def wait_for_write_txn(cluster, proc: subprocess.Popen, timeout: float = 30) -> None:
-    """Until a kms-cli session holds a write transaction that has written rows (an xid)."""
+def wait_for_write_txn(cluster, proc: subprocess.Popen, timeout: float = 30) -> int:
+    """Until a kms-cli session holds a write transaction that has written rows (an xid); the pid
+    of its server process."""
     deadline = time.monotonic() + timeout
     with admin(cluster) as conn:
         while time.monotonic() < deadline:
             assert proc.poll() is None, f"the command ended (exit {proc.returncode}) before it was caught writing"
-            row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'kms-cli' "
+            row = conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = 'kms-cli' "
                                "AND backend_xid IS NOT NULL").fetchone()
-            if row[0]:
-                return
+            if row:
+                return row[0]
             time.sleep(0.02)
     raise AssertionError("no kms-cli write transaction seen")
 
@@ -210,12 +211,44 @@ def test_server_stopped_during_a_command_fails_it_cleanly(own_cluster, tmp_path,
     err = err.decode()
     assert p.returncode == 7, err
     one_line_error(err)
+    # the cause, not what a later attempt on the dead connection said (its audit entry)
+    assert "the connection is closed" not in err, err
+    assert any(why in err for why in ("terminating connection", "closed the connection")), err
     assert out == b""
     # nothing of the import is there, and the vault (its chain) is whole
     assert secret_names(kms) == {"before"}
     assert kms.ok("secret", "get", "before").out == b"kept"
     kms.ok("audit", "verify")
     assert "secret.import" not in [e["op"] for e in audit(kms)]
+
+
+@pytest.mark.slow
+def test_a_server_that_stops_answering_mid_command_is_bounded_by_the_timeout(own_cluster, tmp_path):
+    """The server process serving the command freezes (SIGSTOP: its kernel still acknowledges
+    every packet, as with a hung host or a cut with no reset): the server's own statement_timeout
+    cannot fire, so the client bounds its wait itself. Exit 7 within a few KMS_CLI_TIMEOUTs."""
+    kms = runner(tmp_path, own_cluster, own_cluster.uri("kms", vault="frozen"), KMS_CLI_TIMEOUT="1")
+    kms.ok("init")
+    p = run_import(kms, 20_000)
+    backend = wait_for_write_txn(own_cluster, p)
+    os.kill(backend, signal.SIGSTOP)
+    start = time.monotonic()
+    try:
+        out, err = p.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        raise AssertionError("the command still waited for the frozen server after 30 s") from None
+    finally:
+        os.kill(backend, signal.SIGCONT)
+    took = time.monotonic() - start
+    err = err.decode()
+    assert p.returncode == 7, err
+    one_line_error(err)
+    assert "stopped answering" in err, err
+    assert took < 12, took
+    assert secret_names(kms) == set()  # the frozen transaction never committed
+    kms.ok("audit", "verify")
 
 
 def test_a_restart_between_two_commands_is_invisible(own_cluster, tmp_path):

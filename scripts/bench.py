@@ -168,6 +168,15 @@ def recipients(work: str, env: dict, quick: bool) -> None:
         subprocess.run([PY, script] + (["--quick"] if quick else []), env=env, check=True)
 
 
+def postgres(work: str, env: dict, quick: bool) -> None:
+    """issue 15: `secret get` on PostgreSQL beside SQLite (1,000 secrets, with and without the agent) and
+    commits/s with 1, 4 and 16 writers, on a private server started for it (scripts/bench_postgres.py)."""
+    script = os.path.join(ROOT, "scripts", "bench_postgres.py")
+    if os.path.exists(script):
+        print("\n== PostgreSQL beside SQLite: secret get (without and with the agent), commits/s with 1, 4, 16 writers ==")
+        subprocess.run([PY, script] + (["--quick"] if quick else []), env=env, check=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mb", type=int, default=1024)
@@ -175,7 +184,7 @@ def main() -> None:
     ap.add_argument("--secrets", type=int, default=10_000)
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     ap.add_argument("--only", choices=("throughput", "cold-start", "agent", "audit", "sign", "rewrap",
-                                           "recipients"))
+                                           "recipients", "postgres"))
     args = ap.parse_args()
     if args.quick:
         args.size_mb, args.reps, args.secrets = 64, 1, 1000
@@ -199,6 +208,8 @@ def main() -> None:
             rewrap_in_place(work, env, args.quick)
         if args.only in (None, "recipients"):
             recipients(work, env, args.quick)
+        if args.only in (None, "postgres"):
+            postgres(work, env, args.quick)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

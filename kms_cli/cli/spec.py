@@ -73,6 +73,7 @@ GROUPS = (
     Group("policy", "Rotation policies per namespace: schedules by key purpose, and the old versions' grace."),
     Group("identity", "Identities for recipient slots (age and OpenSSH keys)."),
     Group("vault", "The vault as a whole: copy it between a file and PostgreSQL."),
+    Group("token", "Bearer tokens for `kms-cli serve`: what each may do, where, until when."),
 )
 
 # Shown by `kms-cli --help` and the man page.
@@ -239,6 +240,28 @@ COMMANDS = (
                    "'postgresql://kms@db.internal/secrets?vault=team&sslmode=verify-full'"),
                   ("Take a team vault home as a file", "kms-cli vault copy 'postgresql://kms@db.internal/secrets' "
                    "./team-copy.db"))),
+    # -- API tokens ----------------------------------------------------------
+    Cmd(("token", "create"), "Create a bearer token for the HTTP API and print it once.",
+        "kms_cli.cli.token_cmds:create",
+        args=(Arg("name", "The token's name (shown in token list and in audit entries).", metavar="NAME"),),
+        opts=(Opt(("--allow",), "allow", "Operations it may do, comma-separated or repeated: secret.read, "
+                  "secret.write, encrypt, decrypt, rewrap, datakey, sign, verify, key.read, key.rotate, health. "
+                  "Default: all but secret.write and key.rotate.", kind="multi", metavar="OP[,OP]"),
+              Opt(("--namespace",), "token_namespace", "Names it may use: inside NS only (default: the "
+                  "global --namespace, or every name).", metavar="NS"),
+              Opt(("--ttl",), "ttl", "Valid for DUR (default 32d).", metavar="DUR", kind="dur", default_doc="32d")),
+        epilog="The token is printed once on stdout; the vault keeps only a keyed hash of it. Send it as "
+               "`Authorization: Bearer TOKEN` or `X-Vault-Token: TOKEN`.",
+        examples=(("A token for an app that decrypts under app/", "kms-cli token create billing --allow "
+                   "decrypt,encrypt --namespace app --ttl 90d > billing.token"),
+                  ("Read secrets of ci/ for a day", "kms-cli token create ci --allow secret.read --namespace ci "
+                   "--ttl 1d"))),
+    Cmd(("token", "list"), "List tokens: name, operations, namespace, expiry, last use (never the token).",
+        "kms_cli.cli.token_cmds:list_",
+        examples=(("List tokens", "kms-cli token list"), ("As JSON", "kms-cli --json token list"))),
+    Cmd(("token", "revoke"), "Revoke a token: refused from its next request on.", "kms_cli.cli.token_cmds:revoke",
+        args=(Arg("name", "The token's name.", metavar="NAME"),),
+        examples=(("Revoke a token", "kms-cli token revoke billing"),)),
     # -- audit ---------------------------------------------------------------
     Cmd(("audit", "log"), "Show audit entries.", "kms_cli.cli.audit_cmds:log",
         opts=(Opt(("--since",), "since", "Only entries newer than DUR ago.", metavar="DUR", kind="dur"),

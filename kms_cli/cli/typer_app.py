@@ -154,11 +154,12 @@ def _command_function(cmd: spec.Cmd):
                                      show_default=False)
         params.append(inspect.Parameter(a.dest, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann))
     local = {o.dest for o in cmd.opts}
+    local_flags = {f for o in cmd.opts for f in o.flags}
     for o in cmd.opts:
         ann, default = _option(o)
         params.append(inspect.Parameter(o.dest, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann))
     for o in spec.GLOBAL_OPTS:
-        if o.dest in local:
+        if o.dest in local or local_flags & set(o.flags):  # the command's own option wins after it
             continue
         ann, default = _option(o, GLOBAL_PANEL, at_root=False)
         params.append(inspect.Parameter("g_" + o.dest, inspect.Parameter.KEYWORD_ONLY, default=default,

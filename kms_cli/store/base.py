@@ -27,7 +27,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 class BadText(ValueError):
@@ -58,10 +58,11 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "audit": ("seq", "time", "entry", "op", "target", "mac"),
     "audit_head": ("id", "seq", "mac", "seal"),
     "unlock_failures": ("id", "count", "first", "last", "slots"),
+    "tokens": ("name", "hash", "ops", "namespace", "created", "expires", "revoked", "last_used", "seq", "mac"),
 }
 ORDER_BY = {"meta": "k", "slots": "id", "keys": "name", "key_versions": "name, version", "secrets": "name",
             "secret_versions": "name, version", "policies": "namespace", "audit": "seq", "audit_head": "id",
-            "unlock_failures": "id"}
+            "unlock_failures": "id", "tokens": "name"}
 
 
 class Store:
@@ -215,6 +216,25 @@ class Store:
         raise NotImplementedError
 
     def delete_policy(self, namespace: str) -> None:
+        raise NotImplementedError
+
+    # -- API tokens (serve) ------------------------------------------------------
+    def token(self, name: str) -> Row | None:
+        raise NotImplementedError
+
+    def token_by_hash(self, digest: bytes) -> Row | None:
+        raise NotImplementedError
+
+    def tokens(self) -> list[Row]:
+        """Every token row, by name."""
+        raise NotImplementedError
+
+    def put_token(self, **row: Any) -> None:
+        """Insert or replace a token row (every column of COLUMNS["tokens"] but last_used)."""
+        raise NotImplementedError
+
+    def touch_token(self, name: str, when: float) -> None:
+        """Its last use (shown by `token list`; not part of the row's MAC)."""
         raise NotImplementedError
 
     # -- failed unlocks (outside the chain until the next unlock) -----------

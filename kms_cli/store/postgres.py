@@ -89,8 +89,18 @@ CREATE TABLE policies (
 );
 CREATE TABLE schema_version (version BIGINT NOT NULL);
 """
-# MIGRATIONS[n] brings a PostgreSQL vault from version n to n+1, for n >= 5 (none yet).
-MIGRATIONS: dict[int, str] = {}
+# MIGRATIONS[n] brings a PostgreSQL vault from version n to n+1, for n >= 5 (SCHEMA is version 5;
+# `create` runs SCHEMA and then every migration, so a new vault and an upgraded one are the same).
+MIGRATIONS: dict[int, str] = {
+    5: """
+    CREATE TABLE tokens (
+        name TEXT PRIMARY KEY, hash BYTEA NOT NULL UNIQUE, ops TEXT NOT NULL, namespace TEXT NOT NULL,
+        created DOUBLE PRECISION NOT NULL, expires DOUBLE PRECISION, revoked DOUBLE PRECISION,
+        last_used DOUBLE PRECISION, seq BIGINT, mac BYTEA
+    );
+    """,
+}
+SCHEMA_BASE = 5
 
 
 def is_uri(location: str) -> bool:
@@ -349,6 +359,8 @@ class PostgresStore(SQLStore):
                 store.run(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
                 store.run(f'CREATE SCHEMA "{schema}"')
                 store._run_script(SCHEMA)
+                for n in range(SCHEMA_BASE, SCHEMA_VERSION):
+                    store._run_script(MIGRATIONS[n])
                 store.run("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
         except BaseException:
             store.close()
@@ -560,7 +572,7 @@ class PostgresStore(SQLStore):
     def integrity_problems(self) -> list[str]:
         """PostgreSQL checks its own pages; what is left is that every table of the schema is there."""
         tables = ("meta", "slots", "keys", "key_versions", "secrets", "secret_versions", "audit", "audit_head",
-                  "unlock_failures", "policies", "schema_version")
+                  "unlock_failures", "policies", "tokens", "schema_version")
         missing = [t for t in tables
                    if not self.one("SELECT to_regclass(?) IS NOT NULL", (f"{self.where.schema}.{t}",))[0]]
         return [f"table {t} is missing" for t in missing]

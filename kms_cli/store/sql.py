@@ -183,6 +183,25 @@ class SQLStore(Store):
     def max_secret_version(self, name: str) -> int:
         return self.one("SELECT COALESCE(MAX(version), 0) FROM secret_versions WHERE name = ?", (name,))[0]
 
+    # -- API tokens ----------------------------------------------------------
+    def token(self, name: str) -> Row | None:
+        return self.one("SELECT * FROM tokens WHERE name = ?", (name,))
+
+    def token_by_hash(self, digest: bytes) -> Row | None:
+        return self.one("SELECT * FROM tokens WHERE hash = ?", (digest,))
+
+    def tokens(self) -> list[Row]:
+        return self.all("SELECT * FROM tokens ORDER BY name")
+
+    def put_token(self, **row: Any) -> None:
+        cols = ("name", "hash", "ops", "namespace", "created", "expires", "revoked", "seq", "mac")
+        updates = ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
+        self.run(f"INSERT INTO tokens ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+                 f"ON CONFLICT (name) DO UPDATE SET {updates}", tuple(row[c] for c in cols))
+
+    def touch_token(self, name: str, when: float) -> None:
+        self.run("UPDATE tokens SET last_used = ? WHERE name = ?", (when, name))
+
     # -- failed unlocks (outside the chain until the next unlock) -----------
     def unlock_failures(self) -> Row | None:
         return self.one("SELECT count, first, last, slots FROM unlock_failures WHERE id = 1")
@@ -213,7 +232,7 @@ class SQLStore(Store):
         return self.one(
             f"SELECT {self.GREATEST}(COALESCE((SELECT MAX(seq) FROM keys), 0), COALESCE((SELECT MAX(seq) FROM key_versions), 0), "
             "COALESCE((SELECT MAX(seq) FROM secrets), 0), COALESCE((SELECT MAX(seq) FROM secret_versions), 0), "
-            "COALESCE((SELECT MAX(seq) FROM policies), 0), "
+            "COALESCE((SELECT MAX(seq) FROM policies), 0), COALESCE((SELECT MAX(seq) FROM tokens), 0), "
             "COALESCE((SELECT CAST(v AS INTEGER) FROM meta WHERE k = 'slots_seq'), 0))")[0]
 
     def written_since(self, target: str, seq: int, ops: tuple[str, ...]) -> int | None:

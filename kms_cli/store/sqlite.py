@@ -125,6 +125,21 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE slots ADD COLUMN label TEXT;
     """,
+    # 6: API tokens for `serve` (a keyed hash of each, never the token), authenticated like key state.
+    """
+    CREATE TABLE tokens (
+        name TEXT PRIMARY KEY,
+        hash BLOB NOT NULL UNIQUE,
+        ops TEXT NOT NULL,
+        namespace TEXT NOT NULL,
+        created REAL NOT NULL,
+        expires REAL,
+        revoked REAL,
+        last_used REAL,
+        seq INTEGER,
+        mac BLOB
+    );
+    """,
 ]
 
 

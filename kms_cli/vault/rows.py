@@ -27,6 +27,7 @@ KEY_WRITES = ("key.create", "key.rotate", "key.revoke", "key.enable", "key.disab
               "key.cancel-destroy", "key.destroyed")
 SECRET_WRITES = ("secret.put", "secret.rm", "secret.rotate")
 POLICY_WRITES = ("policy.set", "policy.rm")
+TOKEN_WRITES = ("token.create", "token.revoke")
 _TOKEN = object()
 _EDITED = "the vault file was edited outside kms-cli; restore a backup"
 
@@ -75,6 +76,11 @@ def secret_head_mac(row_key: bytes, vault_id: bytes, s) -> bytes:
 def policy_mac(row_key: bytes, vault_id: bytes, p) -> bytes:
     return _mac(row_key, vault_id, "policy-row/v1", p["namespace"], p["rotate_every"], _int(p["grace"]),
                 _num(p["created"]), _num(p["updated"]), _int(p["seq"]))
+
+
+def token_mac(row_key: bytes, vault_id: bytes, t) -> bytes:
+    return _mac(row_key, vault_id, "token-row/v1", t["name"], t["hash"], t["ops"], t["namespace"],
+                _num(t["created"]), _num(t["expires"]), _num(t["revoked"]), _int(t["seq"]))
 
 
 def secret_version_mac(row_key: bytes, vault_id: bytes, v) -> bytes:
@@ -383,6 +389,57 @@ def load_policies(vault) -> list[PolicyRecord]:
     return [p for p in (load_policy(vault, r["namespace"]) for r in vault.store.policies()) if p is not None]
 
 
+# -- API tokens --------------------------------------------------------------------------------
+
+class TokenRecord:
+    """An API token's row (a keyed hash of the token, its ops, namespace, expiry, revocation),
+    authenticated like key state; the token itself is never stored."""
+
+    __slots__ = ("name", "row")
+
+    def __init__(self, token, row: dict):
+        if token is not _TOKEN:
+            raise TypeError("token records come from kms_cli.vault.rows.load_token or new_token only")
+        self.name = row["name"]
+        self.row = row
+
+    def __repr__(self) -> str:
+        return f"TokenRecord({self.name!r})"
+
+    def save(self, vault, *, keys=None) -> None:
+        r = self.row
+        r["seq"] = vault.audit.next_seq()
+        r["mac"] = token_mac((keys or vault.subkeys).row, vault.vault_id, r)
+        vault.store.put_token(**r)
+
+
+def new_token(name: str, digest: bytes, ops: str, namespace: str, created: float,
+              expires: float | None) -> TokenRecord:
+    return TokenRecord(_TOKEN, {"name": name, "hash": digest, "ops": ops, "namespace": namespace,
+                                "created": created, "expires": expires, "revoked": None, "last_used": None})
+
+
+def _token_record(vault, row) -> TokenRecord:
+    if not _ok(token_mac(vault.subkeys.row, vault.vault_id, row), row["mac"]):
+        raise IntegrityError(f"the token {row['name']!r} failed authentication", hint=_EDITED)
+    _check_newest(vault, "token:" + row["name"], row["seq"], TOKEN_WRITES, f"the token {row['name']!r}")
+    return TokenRecord(_TOKEN, dict(row))
+
+
+def load_token(vault, name: str) -> TokenRecord | None:
+    row = vault.store.token(name)
+    return None if row is None else _token_record(vault, row)
+
+
+def load_token_by_hash(vault, digest: bytes) -> TokenRecord | None:
+    row = vault.store.token_by_hash(digest)
+    return None if row is None else _token_record(vault, row)
+
+
+def load_tokens(vault) -> list[TokenRecord]:
+    return [_token_record(vault, r) for r in vault.store.tokens()]
+
+
 # -- slots -----------------------------------------------------------------------------------
 
 def seal_slot_set(vault, *, keys=None) -> None:
@@ -446,6 +503,7 @@ def verify_all(vault) -> dict:
             counts["secret_versions"] += 1
             vault.open_secret(s.name, v["version"], v["value"], v["expires"])
     counts["policies"] = len(load_policies(vault))
+    counts["tokens"] = len(load_tokens(vault))
     counts["max_seq"] = vault.store.max_row_seq()
     return counts
 

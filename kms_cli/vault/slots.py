@@ -221,6 +221,11 @@ def rotate(vault, progress=None, *, drop: int | None = None) -> dict:
                 progress(done, total)
         for policy in state_rows.load_policies(vault):
             policy.save(vault, keys=new)
+        for token in state_rows.load_tokens(vault):
+            token.save(vault, keys=new)
+        from kms_cli.vault.tokens import reseal_token_key
+
+        reseal_token_key(vault, new.material)
         if drop is not None:
             vault.store.remove_slot(drop)
         for slot_id, uri, blob in sealed:

@@ -96,6 +96,13 @@ class Store:
     def in_transaction(self) -> bool:
         raise NotImplementedError
 
+    @contextmanager
+    def savepoint(self) -> Iterator["Store"]:
+        """Inside a write transaction: the body's writes are undone if it raises, and only they
+        (`serve` runs several requests in one transaction and one commit: group commit)."""
+        raise NotImplementedError
+        yield self  # pragma: no cover
+
     # -- meta ----------------------------------------------------------------
     def get_meta(self, k: str) -> str | None:
         raise NotImplementedError

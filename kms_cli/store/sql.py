@@ -8,6 +8,7 @@ the dialects differ (`_contains`, `_glob`, `_bytes`, `GREATEST`).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any, Iterator
 
 from kms_cli.store.base import COLUMNS, ORDER_BY, Row, Store, like_prefix
@@ -33,6 +34,26 @@ class SQLStore(Store):
 
     def _batches(self, sql: str, params: tuple = (), size: int = 1000, text_errors: bool = False) -> Iterator[list]:
         raise NotImplementedError
+
+    _savepoints = 0
+
+    @contextmanager
+    def savepoint(self) -> Iterator["SQLStore"]:
+        if not self.in_transaction:
+            raise RuntimeError("a savepoint outside a write transaction")
+        self._savepoints += 1
+        name = f"kms_sp{self._savepoints}"
+        self.run(f"SAVEPOINT {name}")
+        try:
+            yield self
+        except BaseException:
+            try:
+                self.run(f"ROLLBACK TO SAVEPOINT {name}")
+                self.run(f"RELEASE SAVEPOINT {name}")
+            except Exception:  # noqa: BLE001 - the connection is gone: the error being raised says so
+                pass
+            raise
+        self.run(f"RELEASE SAVEPOINT {name}")
 
     def _contains(self, expr: str) -> str:
         """A condition: the text `expr` contains the next parameter."""

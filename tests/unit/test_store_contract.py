@@ -213,6 +213,21 @@ class StoreContract:
         assert errors == []
         assert [r[0] for b in store.audit_batches() for r in b] == list(range(1, 41))
 
+    def test_savepoints_undo_only_their_body(self, store):
+        """serve's group commit: several requests in one transaction, a failed one undone alone."""
+        with store.write():
+            store.set_meta("kept", "1")
+            with pytest.raises(RuntimeError):
+                with store.savepoint():
+                    store.set_meta("undone", "1")
+                    raise RuntimeError("this request failed")
+            with store.savepoint():
+                store.set_meta("also", "1")
+        assert (store.get_meta("kept"), store.get_meta("undone"), store.get_meta("also")) == ("1", None, "1")
+        with pytest.raises(RuntimeError):
+            with store.savepoint():
+                pass
+
 
 class TestSQLiteStore(StoreContract):
     @pytest.fixture
@@ -320,3 +335,4 @@ class TestPostgresStore(StoreContract):
                                "[ab]*": ["a1", "c1"], "x.y": ["x.y", "xzy"]}.items():
             for name in names:
                 assert bool(re.match(_glob_regex(pattern), name)) == fnmatch.fnmatchcase(name, pattern), (pattern, name)
+

@@ -355,6 +355,9 @@ def test_a_password_in_the_uri_is_refused_and_never_shown(tmp_path, pg_cluster, 
     # nothing was created on the server
     with admin(pg_cluster) as conn:
         assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'pw'").fetchone()[0] == 0
+    # and the hint's way works: the same URI without the password, the password in PGPASSWORD
+    ok = f"postgresql://kms@{host}/kms?vault=pwok_{form}"
+    kms.ok("init", env={"KMS_CLI_VAULT": ok, "PGPASSFILE": str(tmp_path / "none"), "PGPASSWORD": pg_cluster.password})
 
 
 # -- 6. TLS: verify-full with the right CA works, a wrong CA is exit 7 ----------------------------

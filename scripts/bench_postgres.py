@@ -6,7 +6,9 @@ fsync on), both without the agent (--no-agent: a cold process that connects, unl
 and served by the agent (`kms-cli unlock`; the master key is then taken out of the environment,
 so a command the agent did not serve fails instead of unlocking quietly): best and median of N
 runs, interleaved. Then write throughput: 1, 4 and 16 writer processes, each running
-`kms-cli --no-agent secret put` in a loop for a fixed time, in commits per second for each backend.
+`kms-cli --no-agent secret put` in a loop for a fixed time, in commits per second for each backend;
+and the same with the loop inside each writer process (kms_cli's entry point called again and
+again: no interpreter start nor driver import per put, so the database's commit path shows).
 Target (issue 15): PostgreSQL's `secret get` within 1.5x of SQLite's, without and with the agent.
 
 The server is started here with tests/servers/postgres.py's Cluster (initdb as the `postgres` user
@@ -34,9 +36,12 @@ KMS = [os.path.join(os.path.dirname(PY), "kms-cli")]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # One writer: `secret put` of fresh names in a loop until the deadline; prints how many it did.
+# Every writer says it is ready, then all are given the same deadline (stdin) at once.
 WRITER = r"""
 import subprocess, sys, time
-kms, prefix, deadline = sys.argv[1], sys.argv[2], float(sys.argv[3])
+kms, prefix = sys.argv[1], sys.argv[2]
+print("ready", flush=True)
+deadline = float(sys.stdin.readline())
 n = 0
 while time.time() < deadline:
     p = subprocess.run([kms, "--no-agent", "-q", "secret", "put", f"{prefix}/{n}"], input=b"v" * 32,
@@ -46,6 +51,26 @@ while time.time() < deadline:
         sys.exit(1)
     n += 1
 print(n)
+"""
+
+# The same loop inside one process (the command through kms_cli's entry point, without an
+# interpreter start and the driver's import per put): what the database's commit path allows.
+WRITER_IN_PROCESS = r"""
+import io, os, sys, time
+import psycopg, sqlite3
+from kms_cli.cli.entry import run
+prefix = sys.argv[2]
+print("ready", flush=True)
+deadline = float(sys.stdin.readline())
+out, n = sys.stdout, 0
+sys.stdout = open(os.devnull, "w")
+while time.time() < deadline:
+    sys.stdin = io.TextIOWrapper(io.BytesIO(b"v" * 32))
+    code = run(["--no-agent", "-q", "secret", "put", f"{prefix}/{n}"])
+    if code != 0:
+        sys.exit(code)
+    n += 1
+out.write(f"{n}\n")
 """
 
 
@@ -115,12 +140,18 @@ def latencies(cmds: dict[str, tuple[list[str], dict]], n: int) -> dict[str, list
     return out
 
 
-def throughput(env: dict, writers: int, seconds: float, tag: str) -> float:
-    """Commits per second of `writers` processes each running `secret put` for `seconds`."""
-    start = time.time()
-    deadline = start + seconds
-    procs = [subprocess.Popen([PY, "-c", WRITER, KMS[0], f"{tag}/w{writers}-{w}", str(deadline)], env=env,
+def throughput(env: dict, writers: int, seconds: float, tag: str, script: str = WRITER) -> float:
+    """Commits per second of `writers` processes each running `secret put` for `seconds` (all
+    started and ready first: their start-up is not in the figure)."""
+    procs = [subprocess.Popen([PY, "-c", script, KMS[0], f"{tag}/w{writers}-{w}"], env=env, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for w in range(writers)]
+    for p in procs:
+        if p.stdout.readline().strip() != b"ready":
+            raise SystemExit(f"bench: a writer did not start: {p.stderr.read().decode(errors='replace')}")
+    start = time.time()
+    for p in procs:
+        p.stdin.write(f"{start + seconds}\n".encode())
+        p.stdin.flush()
     total = 0
     for p in procs:
         out, err = p.communicate()
@@ -203,10 +234,13 @@ def main() -> None:
 
         print(f"\n  secret put --no-agent, commits/s ({args.seconds:g} s per run)   SQLite   PostgreSQL   "
               f"PostgreSQL / SQLite")
-        for writers in (1, 4, 16):
-            rate = {b: throughput({**env, **key}, writers, args.seconds, "bench") for b, env in vaults.items()}
-            print(f"  {writers:2d} writer process{'es' if writers > 1 else '  '}{'':33s} {rate['SQLite']:7.1f}   "
-                  f"{rate['PostgreSQL']:10.1f}   {rate['PostgreSQL'] / rate['SQLite']:.2f}x", flush=True)
+        for how, script in (("kms-cli runs", WRITER), ("in-process loop", WRITER_IN_PROCESS)):
+            for writers in (1, 4, 16):
+                rate = {b: throughput({**env, **key}, writers, args.seconds, f"{how[:2]}", script)
+                        for b, env in vaults.items()}
+                label = f"{writers:2d} writer process{'es' if writers > 1 else ''}, {how}"
+                print(f"  {label:52s} {rate['SQLite']:7.1f}   {rate['PostgreSQL']:10.1f}   "
+                      f"{rate['PostgreSQL'] / rate['SQLite']:.2f}x", flush=True)
         for env in vaults.values():
             check(KMS + ["-q", "audit", "verify"], {**env, **key})
         verdict = ", ".join(f"{k}: {'met' if r <= 1.5 else 'NOT met'} ({r:.2f}x)" for k, r in ratios.items())

@@ -59,7 +59,9 @@ def vault(kms) -> Kms:
 @pytest.fixture(scope="session")
 def pg_cluster():
     """A real PostgreSQL server from the Debian package on 127.0.0.1 (and a Unix socket), with a
-    role `kms` that logs in with a password from PGPASSFILE; one database `kms` for the tests."""
+    role `kms` that logs in with a password from PGPASSFILE; one database `kms` for the tests. Its
+    collation is ICU en-US, as on a typical server (the cluster's own is C, which sorts by bytes like
+    SQLite): what kms-cli sorts or compares must not depend on the database's collation."""
     from tests.servers import skip_or_fail
     from tests.servers.postgres import Cluster, bindir
 
@@ -70,7 +72,8 @@ def pg_cluster():
     except ImportError:
         skip_or_fail("psycopg is not installed (pip install 'kms-cli[postgres]')")
     cluster = Cluster().start()
-    cluster.createdb("kms")
+    cluster.psql(f'CREATE DATABASE "kms" OWNER {cluster.role} TEMPLATE template0 LOCALE_PROVIDER icu '
+                 "ICU_LOCALE 'en-US' LOCALE 'C'")
     yield cluster
     cluster.stop()
 

@@ -34,13 +34,6 @@ class BadText(ValueError):
     """A text column holds bytes that are not valid UTF-8 (the row was edited outside kms-cli)."""
 
 
-def like_prefix(under: str) -> str:
-    """A LIKE pattern (escape `\\`) for every name inside the namespace `under` ("" = all)."""
-    if not under:
-        return "%"
-    return under.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"
-
-
 Row = Mapping[str, Any]
 
 # Every table a vault holds and its columns, in the order a copy writes them (`export_rows`,

@@ -300,6 +300,7 @@ class PostgresStore(SQLStore):
     """One vault in one schema of a PostgreSQL database."""
 
     GREATEST = "GREATEST"
+    BYTES = ' COLLATE "C"'  # names sort by their bytes, as on a file, whatever the database's collation
 
     def __init__(self, location: Location, conn: psycopg.Connection, timeout: float):
         self.where = location

@@ -11,13 +11,16 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from kms_cli.store.base import COLUMNS, ORDER_BY, Row, Store, like_prefix
+from kms_cli.store.base import COLUMNS, ORDER_BY, Row, Store
 
 
 class SQLStore(Store):
     """The shared queries; see the module docstring for what an engine supplies."""
 
     GREATEST = "MAX"  # the scalar maximum of several values (SQLite's MAX(a, b), PostgreSQL's GREATEST)
+    # after a text column in ORDER BY: its bytes decide, as SQLite's BINARY collation does on every
+    # text (PostgreSQL's ' COLLATE "C"': a database's own collation, en_US say, sorts otherwise)
+    BYTES = ""
 
     # -- the engine's part ------------------------------------------------------------------
     def one(self, sql: str, params: tuple = ()) -> Row | None:
@@ -66,6 +69,15 @@ class SQLStore(Store):
     def _glob_param(self, pattern: str) -> str:
         return pattern
 
+    @staticmethod
+    def _under(under: str) -> tuple[str, tuple]:
+        """A condition and its parameters: `name` is inside the namespace `under` ("" = every name).
+        Its bytes compared as they are: SQLite's LIKE ignores ASCII case, and `app` is not `APP`."""
+        if not under:
+            return "1 = 1", ()
+        prefix = under + "/"
+        return "substr(name, 1, length(?)) = ?", (prefix, prefix)
+
     def _bytes(self, column: str) -> str:
         """A text column's stored bytes, whatever they are (verification names damage)."""
         return f"CAST({column} AS BLOB)"
@@ -111,7 +123,8 @@ class SQLStore(Store):
         return self.one("SELECT * FROM keys WHERE name = ?", (name,))
 
     def keys(self, under: str = "") -> list[Row]:
-        return self.all("SELECT * FROM keys WHERE name LIKE ? ESCAPE '\\' ORDER BY name", (like_prefix(under),))
+        cond, params = self._under(under)
+        return self.all(f"SELECT * FROM keys WHERE {cond} ORDER BY name{self.BYTES}", params)
 
     def insert_key(self, **row: Any) -> None:
         cols = ", ".join(row)
@@ -128,7 +141,8 @@ class SQLStore(Store):
         return self.all("SELECT * FROM key_versions WHERE name = ? ORDER BY version", (name,))
 
     def key_versions_by_fingerprint(self, fingerprint: str) -> list[Row]:
-        return self.all("SELECT * FROM key_versions WHERE fingerprint = ? ORDER BY name, version", (fingerprint,))
+        return self.all(f"SELECT * FROM key_versions WHERE fingerprint = ? ORDER BY name{self.BYTES}, version",
+                        (fingerprint,))
 
     def insert_key_version(self, **row: Any) -> None:
         cols = ", ".join(row)
@@ -139,16 +153,15 @@ class SQLStore(Store):
         self.run(f"UPDATE key_versions SET {sets} WHERE name = ? AND version = ?", (*changes.values(), name, version))
 
     def all_key_versions(self) -> list[Row]:
-        return self.all("SELECT * FROM key_versions ORDER BY name, version")
+        return self.all(f"SELECT * FROM key_versions ORDER BY name{self.BYTES}, version")
 
     # -- secrets -------------------------------------------------------------
     def secret(self, name: str) -> Row | None:
         return self.one("SELECT * FROM secrets WHERE name = ?", (name,))
 
     def secrets(self, under: str = "") -> list[Row]:
-        return self.all(
-            "SELECT * FROM secrets WHERE deleted = 0 AND name LIKE ? ESCAPE '\\' ORDER BY name", (like_prefix(under),)
-        )
+        cond, params = self._under(under)
+        return self.all(f"SELECT * FROM secrets WHERE deleted = 0 AND {cond} ORDER BY name{self.BYTES}", params)
 
     def put_secret_head(self, name: str, last_version: int, deleted: bool, created: float, updated: float,
                         seq: int, mac: bytes, rotation: str | None = None) -> None:
@@ -165,7 +178,7 @@ class SQLStore(Store):
         return self.one("SELECT * FROM policies WHERE namespace = ?", (namespace,))
 
     def policies(self) -> list[Row]:
-        return self.all("SELECT * FROM policies ORDER BY namespace")
+        return self.all(f"SELECT * FROM policies ORDER BY namespace{self.BYTES}")
 
     def put_policy(self, namespace: str, rotate_every: str, grace: int | None, created: float, updated: float,
                    seq: int, mac: bytes) -> None:
@@ -178,7 +191,7 @@ class SQLStore(Store):
         self.run("DELETE FROM policies WHERE namespace = ?", (namespace,))
 
     def all_secrets(self) -> list[Row]:
-        return self.all("SELECT * FROM secrets ORDER BY name")
+        return self.all(f"SELECT * FROM secrets ORDER BY name{self.BYTES}")
 
     def insert_secret_version(self, **row: Any) -> None:
         cols = ", ".join(row)
@@ -191,7 +204,7 @@ class SQLStore(Store):
         return self.all("SELECT * FROM secret_versions WHERE name = ? ORDER BY version", (name,))
 
     def all_secret_versions(self) -> list[Row]:
-        return self.all("SELECT * FROM secret_versions ORDER BY name, version")
+        return self.all(f"SELECT * FROM secret_versions ORDER BY name{self.BYTES}, version")
 
     def update_secret_version(self, name: str, version: int, **changes: Any) -> None:
         sets = ", ".join(f"{c} = ?" for c in changes)
@@ -212,7 +225,7 @@ class SQLStore(Store):
         return self.one("SELECT * FROM tokens WHERE hash = ?", (digest,))
 
     def tokens(self) -> list[Row]:
-        return self.all("SELECT * FROM tokens ORDER BY name")
+        return self.all(f"SELECT * FROM tokens ORDER BY name{self.BYTES}")
 
     def put_token(self, **row: Any) -> None:
         cols = ("name", "hash", "ops", "namespace", "created", "expires", "revoked", "seq", "mac")

@@ -145,3 +145,31 @@ def test_disabled_key_cannot_be_enabled_in_the_file(vault):
     db.commit()
     db.close()
     assert vault("encrypt", "--key", "k", input=b"x").code == 5
+
+
+def test_namespaces_differ_by_case_in_lists_and_exports(vault):
+    """`app` and `APP` are two namespaces: listing or exporting one never shows the other's names."""
+    vault.ok("secret", "put", "APP/x", input=b"theirs")
+    vault.ok("secret", "put", "app/y", input=b"mine")
+    vault.ok("key", "create", "APP/k")
+    vault.ok("key", "create", "app/k2")
+    assert [s["name"] for s in vault.ok("--namespace", "app", "--json", "secret", "list").json()] == ["y"]
+    assert vault.ok("--namespace", "app", "secret", "export", "--format", "json").json() == {"y": "mine"}
+    assert [k["name"] for k in vault.ok("--namespace", "app", "--json", "key", "list").json()] == ["k2"]
+    assert [s["name"] for s in vault.ok("--json", "secret", "list").json()] == ["APP/x", "app/y"]
+
+
+def test_lists_are_in_byte_order_whatever_the_database_collation(vault):
+    """Names sort by their bytes, as on a file (uppercase first, punctuation by code point), also on a
+    PostgreSQL database whose collation sorts otherwise (the test database's is ICU en-US)."""
+    names = ["b", "a_b", "Z", "a-b", "aB", "A"]
+    for n in names:
+        vault.ok("secret", "put", n, input=b"v")
+        vault.ok("key", "create", n)
+        vault.ok("policy", "set", n, "--rotate-every", "encrypt=90d")
+    want = sorted(names)  # code points: the bytes of UTF-8
+    assert want == ["A", "Z", "a-b", "aB", "a_b", "b"]
+    assert [s["name"] for s in vault.ok("--json", "secret", "list").json()] == want
+    assert list(vault.ok("secret", "export", "--format", "json").json()) == want
+    assert [k["name"] for k in vault.ok("--json", "key", "list").json()] == want
+    assert [p["namespace"] for p in vault.ok("--json", "policy", "show").json()] == want

@@ -98,6 +98,22 @@ class StoreContract:
         assert [r["name"] for r in store.keys("a%")] == ["a%/k"]
         assert len(store.keys()) == 5
 
+    def test_namespaces_by_exact_bytes_and_lists_in_byte_order(self, store):
+        """`app` is not `APP` (SQLite's LIKE ignores ASCII case), and every list sorts by bytes,
+        whatever the database's collation (the PostgreSQL test database's is ICU en-US)."""
+        names = ["b", "APP/x", "a_b", "Z", "app/y", "a-b", "aB", "A"]
+        with store.write():
+            for name in names:
+                store.insert_key(**{**KEY_ROW, "name": name})
+                store.put_secret_head(name, 1, False, 0.0, 0.0, 1, b"mac")
+                store.put_policy(name, "{}", None, 0.0, 0.0, 1, b"mac")
+        assert [r["name"] for r in store.keys("app")] == ["app/y"]
+        assert [r["name"] for r in store.secrets("APP")] == ["APP/x"]
+        want = sorted(names)  # code points: the bytes of UTF-8
+        assert [r["name"] for r in store.keys()] == want == [r["name"] for r in store.secrets()]
+        assert [r["name"] for r in store.all_secrets()] == want
+        assert [r["namespace"] for r in store.policies()] == want
+
     def test_key_versions(self, store):
         with store.write():
             store.insert_key(**KEY_ROW)

@@ -111,4 +111,8 @@ def from_uri(uri: str, options: SourceOptions) -> RecipientSource:
     from kms_cli.crypto.age_recipients import parse_recipient
 
     text = " ".join(uri.split())  # an ssh line's blanks normalised: the slot shows it as one line
+    if not text.isprintable():  # a NUL or an escape sequence (an ssh comment) would be shown as it is
+        raise UsageError("invalid recipient: it holds a control character",
+                         hint="remove it: a recipient (with an ssh key's comment) is shown in `master list` "
+                              "and the audit log")
     return RecipientSource(parse_recipient(text), text, options)

@@ -200,6 +200,26 @@ def test_a_recipients_file_adds_every_line_or_none(vault, tmp_path):
     assert entries.count("master.add") == 2 and "master.add-recipients" in entries
 
 
+@needs_ssh
+def test_a_control_character_in_an_ssh_comment_is_refused(vault, tmp_path):
+    """A source is shown as it is (master list, audit entries, messages): an ssh-ed25519 line whose
+    comment holds a NUL or an escape sequence is exit 2 on every backend (PostgreSQL text cannot
+    even hold a NUL), and nothing is added."""
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "x", "-f", str(tmp_path / "id")], check=True)
+    kind, key = (tmp_path / "id.pub").read_text().split()[:2]
+    slots = lambda: [(s["slot"], s["source"]) for s in vault.ok("--json", "master", "list").json()]  # noqa: E731
+    before = slots()
+    for comment in ("al\x00ice", "\x1b[2Jbob", "carol\x7f"):
+        team = tmp_path / "team.txt"
+        team.write_bytes(f"# team\n{kind} {key} {comment}\n".encode())
+        r = vault("master", "add", "-R", str(team))
+        assert r.code == 2 and "line 2" in r.err and "control character" in r.err, (comment, r.err)
+        assert "\x1b" not in r.err and "\x00" not in r.err
+    r = vault("master", "add", f"{kind} {key} eve\x1b]0;owned\x07")
+    assert r.code == 2 and "control character" in r.err and "\x1b" not in r.err
+    assert slots() == before == [(1, "env:KMS_CLI_MASTER_KEY")]
+
+
 @pytest.mark.sqlite_only("edits the slots table in the SQLite file")
 def test_labels_name_who_holds_each_slot(vault, tmp_path):
     """`master add --label`: for every kind of slot, listed, audited on add and remove, covered by

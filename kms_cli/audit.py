@@ -180,8 +180,9 @@ class AuditLog:
         try:
             # A head behind the table (edited outside kms-cli) must not make every later
             # operation fail on a duplicate seq: verify reports that damage, append goes on.
-            _, prev = self.head()
-            entry = self.make_entry(self.next_seq(), prev, op, target, version, result, error, extra)
+            head_seq, prev = self.head()
+            seq = max(head_seq, self.store.max_audit_seq()) + 1  # next_seq(), without reading the head twice
+            entry = self.make_entry(seq, prev, op, target, version, result, error, extra)
             self._insert(entry)
             self._set_head(entry["seq"], entry["mac"])
         except (AuditDamage, UnavailableError):  # a damaged head (5), a full or read-only disk (7)

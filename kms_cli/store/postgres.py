@@ -335,10 +335,9 @@ class PostgresStore(SQLStore):
     def open(cls, uri: str, timeout: float = 10.0) -> "PostgresStore":
         store = cls.connect(uri, timeout)
         try:
-            version = store.schema_version()
+            version, store.read_only = store._probe()
             if version == 0:
                 raise NotFoundError(f"no vault at {store.location}", hint="create one with `kms-cli init`")
-            store.read_only = bool(store.one("SELECT pg_is_in_recovery()")[0])
             if version > SCHEMA_VERSION:
                 raise KmsError(f"the vault was written by a newer kms-cli (schema {version})", hint="upgrade kms-cli")
             if version < SCHEMA_VERSION:
@@ -384,6 +383,16 @@ class PostgresStore(SQLStore):
             self.conn.close()
         except psycopg.Error:
             pass
+
+    def _probe(self) -> tuple[int, bool]:
+        """(schema version, standby?) in one round trip, outside any transaction (0: no vault)."""
+        try:
+            row = self.conn.execute("SELECT max(version), pg_is_in_recovery() FROM schema_version").fetchone()
+        except (pg.UndefinedTable, pg.InvalidSchemaName):
+            return 0, False
+        except psycopg.Error as exc:
+            raise _error(exc, self.location) from None
+        return int(row[0] or 0), bool(row[1])
 
     def schema_version(self) -> int:
         found = self.one("SELECT to_regclass(?) IS NOT NULL", (f"{self.where.schema}.schema_version",))

@@ -449,6 +449,14 @@ class PostgresStore(SQLStore):
         self._depth, self._writing = 0, False
         try:
             self._exec_txn("COMMIT")
+        except UnavailableError as exc:
+            self._rollback(exc)
+            if not self.conn.closed:
+                raise
+            # the connection went during COMMIT: the server may have committed before it went
+            raise UnavailableError(f"{exc.message} (during the commit)",
+                                   hint="the change may or may not have landed: `kms-cli audit log --since 10m` "
+                                        "shows it once the server answers") from None
         except BaseException as exc:
             self._rollback(exc)
             raise

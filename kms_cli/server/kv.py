@@ -135,7 +135,7 @@ def delete_metadata(req):
 
 _MOUNTS = {
     "secret": ("kv", "key/value secret storage", {"version": "2"}, ("secret.read", "secret.write")),
-    "transit": ("transit", "kms-cli keys", {}, ("encrypt", "decrypt", "rewrap", "datakey", "sign", "verify",
+    "transit": ("transit", "kms-cli keys", None, ("encrypt", "decrypt", "rewrap", "datakey", "sign", "verify",
                                                   "key.read", "key.rotate")),
 }
 

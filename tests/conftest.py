@@ -17,8 +17,10 @@ from kmshelp import Kms, backend_runner, base_env, pg_schema  # noqa: E402
 #
 # Their `kms` / `vault` fixtures (and module fixtures that ask for `backend`) get a vault on each
 # engine: test ids end in [sqlite] / [postgres]; the PostgreSQL runs carry the `server` marker
-# (`-m "not server"` leaves them out). A test that reads or edits the SQLite file itself is marked
-# `@pytest.mark.sqlite_only("why")` and runs on SQLite only.
+# (`-m "not server"` leaves them out). A test marked `@pytest.mark.sqlite_only("why")` runs on SQLite
+# only: it reads or edits the SQLite file itself, or it checks what does not touch the store (the
+# envelope, signals, editors, child processes) and a PostgreSQL run, ~4x slower per command (each
+# command imports psycopg and connects), would only add time to CI.
 BOTH_BACKENDS = {
     "test_secrets.py", "test_keys.py", "test_data.py", "test_asym.py", "test_namespace.py", "test_policy.py",
     "test_master.py", "test_audit.py", "test_process.py", "test_secret_rotate.py", "test_secret_edit.py",

@@ -27,6 +27,7 @@ def pki(tmp_path_factory, backend, request):
 
 
 @pytest.mark.parametrize("alg", SIGN_ALGS)
+@pytest.mark.sqlite_only("every signature algorithm: the crypto, the same on both engines")
 def test_sign_verify_and_tamper(pki, alg):
     pki.ok("sign", "--key", alg, "-i", "msg", "-o", f"{alg}.sig")
     r = pki.ok("--json", "verify", "--key", alg, "--signature", f"{alg}.sig", "-i", "msg")
@@ -43,6 +44,7 @@ def test_sign_verify_and_tamper(pki, alg):
 
 
 @pytest.mark.parametrize("alg", ENC_ALGS)
+@pytest.mark.sqlite_only("every KEM algorithm: the crypto, the same on both engines")
 def test_encrypt_decrypt_and_public_key_only(pki, alg):
     ct = pki.ok("encrypt", "--key", alg, input=b"kem payload").out
     assert pki.ok("decrypt", input=ct).out == b"kem payload"
@@ -92,6 +94,7 @@ def test_rotation_verify_old_signature_and_revoke(vault, tmp_path):
 
 
 @pytest.mark.parametrize("alg", ["ml-kem-768", "x25519-ml-kem-768", "rsa-oaep-3072"])
+@pytest.mark.sqlite_only("rotation of KEM keys: test_rotation_verify_old_signature_and_revoke covers versions on both engines")
 def test_kem_ciphertext_decrypts_after_rotation_and_rewrap(vault, alg):
     vault.ok("key", "create", "kem", "--algorithm", alg)
     ct = vault.ok("encrypt", "--key", "kem", input=b"before rotation").out
@@ -125,6 +128,7 @@ OPENSSL = shutil.which("openssl")
 
 @pytest.mark.skipif(not OPENSSL, reason="openssl not installed")
 @pytest.mark.parametrize("alg", ["ed25519", "ecdsa-p256", "rsa-2048"])
+@pytest.mark.sqlite_only("openssl reads our signatures: the same on both engines")
 def test_openssl_verifies_raw_signatures(pki, alg):
     pki.ok("key", "public", alg, "-o", f"{alg}.pub.pem")
     pki.ok("sign", "--key", alg, "--raw", "-i", "msg", "-o", f"{alg}.ossl.sig")

@@ -16,6 +16,7 @@ def keyed(vault):
 
 
 @pytest.mark.parametrize("key", ["k", "c"])
+@pytest.mark.sqlite_only("sizes around the chunk boundaries: the stream, the same on both engines")
 def test_round_trip_files(keyed, tmp_path, key):
     for n in SIZES:
         data = os.urandom(n)
@@ -51,6 +52,7 @@ def test_context_binding(keyed):
 
 
 @pytest.mark.parametrize("key", ["k", "c"])
+@pytest.mark.sqlite_only("~40 decrypts of flipped header bytes: the envelope, the same on both engines (a minute on PostgreSQL)")
 def test_every_header_byte_is_authenticated(keyed, key):
     ct = keyed.ok("encrypt", "--key", key, input=b"payload").out
     # the header is magic(7) fmt suite vault(16) namelen name extlen version(4) wraplen wrap
@@ -65,6 +67,7 @@ def test_every_header_byte_is_authenticated(keyed, key):
         assert "Traceback" not in r.err
 
 
+@pytest.mark.sqlite_only("cut and garbled ciphertexts: the stream, the same on both engines")
 def test_truncation_and_garbage(keyed, tmp_path):
     ct = keyed.ok("encrypt", "--key", "k", input=os.urandom(40000)).out
     for cut in (0, 5, 30, len(ct) - 1, len(ct) - 17, len(ct) - 16400):
@@ -76,6 +79,7 @@ def test_truncation_and_garbage(keyed, tmp_path):
     assert keyed("decrypt", input=b"").code == 5
 
 
+@pytest.mark.sqlite_only("the output file's fate: the same on both engines")
 def test_failed_decrypt_leaves_nothing_at_out(keyed, tmp_path):
     ct = bytearray(keyed.ok("encrypt", "--key", "k", input=os.urandom(100000)).out)
     ct[-100] ^= 1
@@ -85,6 +89,7 @@ def test_failed_decrypt_leaves_nothing_at_out(keyed, tmp_path):
     assert [p for p in os.listdir(tmp_path) if p.startswith(".kms-cli-")] == []
 
 
+@pytest.mark.sqlite_only("the stream's chunks: the same on both engines")
 def test_stdout_decrypt_fails_at_first_bad_chunk(keyed):
     data = os.urandom(16384 * 4)
     ct = bytearray(keyed.ok("encrypt", "--key", "k", input=data).out)
@@ -103,6 +108,7 @@ def test_other_vault_ciphertext_is_integrity_error(keyed, tmp_path):
     assert r.code == 5 and "another vault" in r.err
 
 
+@pytest.mark.sqlite_only("the output file's mode: the same on both engines")
 def test_output_file_is_private(keyed, tmp_path):
     keyed.ok("encrypt", "--key", "k", "-o", "ct", input=b"x")
     keyed.ok("decrypt", "-i", "ct", "-o", "pt")
@@ -142,6 +148,7 @@ def test_rewrap_is_header_only(keyed, tmp_path):
     assert keyed.ok("decrypt", input=re_armored).out == b"a"
 
 
+@pytest.mark.sqlite_only("devices and fifos as outputs: the same on both engines")
 def test_output_to_a_device_or_fifo_writes_through(keyed, tmp_path):
     """-o /dev/null must write to the device, never rename a temporary file over it."""
     import stat as stat_mod
@@ -164,6 +171,7 @@ def test_output_to_a_device_or_fifo_writes_through(keyed, tmp_path):
 
 
 @pytest.mark.parametrize("key", ["k", "c"])
+@pytest.mark.sqlite_only("the parallel block engine: the same on both engines")
 def test_large_files_round_trip_through_worker_processes(keyed, tmp_path, key):
     """24 MiB: past the size where worker processes read and seal blocks of the file themselves."""
     import subprocess

@@ -9,6 +9,7 @@ import pytest
 from kmshelp import MASTER_KEY
 
 
+@pytest.mark.sqlite_only("never opens the vault: the same on both engines")
 def test_version(kms):
     r = kms.ok("--version")
     assert re.fullmatch(r"kms-cli \d+\.\d+\.\d+\n", r.text)
@@ -100,6 +101,7 @@ def test_unknown_source_is_usage_error(kms):
     assert "unknown master key source" in r.err
 
 
+@pytest.mark.sqlite_only("never opens the vault: the same on both engines")
 def test_help_works_and_lists_commands(kms):
     r = kms.ok("--help")
     for word in ("init", "key", "secret", "encrypt", "decrypt"):
@@ -108,6 +110,7 @@ def test_help_works_and_lists_commands(kms):
     assert "put" in r.text
 
 
+@pytest.mark.sqlite_only("never opens the vault: the same on both engines")
 def test_unknown_command_exit_2(kms):
     r = kms("frobnicate")
     assert r.code == 2

@@ -31,6 +31,7 @@ def test_exec_injects_and_scrubs_master_key(secrets):
     assert env["KMS_CLI_MASTER_KEY"] is None and env["PATH"]
 
 
+@pytest.mark.sqlite_only("the child's argv: the same on both engines")
 def test_exec_never_uses_a_shell(secrets):
     r = secrets.ok("exec", "-s", "app/api.token", "--", "echo", "$API_TOKEN", "&&", "false")
     assert r.out == b"$API_TOKEN && false\n"
@@ -44,6 +45,7 @@ def test_exec_all_prefix_and_collision(secrets):
     assert r.code == 2 and "app/api.token" in r.err and "other/api-token" in r.err
 
 
+@pytest.mark.sqlite_only("the child's environment: the same on both engines")
 def test_exec_pristine_and_clobber(secrets):
     env = {"FOO_VISIBLE": "1", "API_TOKEN": "old"}
     r = secrets.ok("exec", "--pristine", "-s", "app/api.token", "--", "env", env=env)
@@ -54,6 +56,7 @@ def test_exec_pristine_and_clobber(secrets):
     assert r.code == 8 and "API_TOKEN" in r.err and "old" not in r.err
 
 
+@pytest.mark.sqlite_only("the child's exit: the same on both engines")
 def test_exec_exit_codes(secrets, tmp_path):
     assert secrets("exec", "-s", "app/api.token", "--", "sh", "-c", "exit 7").code == 7
     assert secrets("exec", "-s", "app/api.token", "--", "does-not-exist-anywhere").code == 127
@@ -67,6 +70,7 @@ def test_exec_exit_codes(secrets, tmp_path):
     assert secrets("exec", "--mask", "-s", "app/api.token", "--", "sh", "-c", "kill -TERM $$").code == 128 + 15
 
 
+@pytest.mark.sqlite_only("exec --mask: the same on both engines")
 def test_exec_mask_pieces(secrets):
     code = ("import sys, time\n"
             "for part in ('tok-', '123', '456'):\n"
@@ -86,6 +90,7 @@ def _wait_for(path, timeout=15):
     return False
 
 
+@pytest.mark.sqlite_only("signals and the env file: the same on both engines")
 def test_sigterm_reaches_child_and_env_file_removed(secrets, tmp_path):
     marker, ready, seen = tmp_path / "got-term", tmp_path / "ready", tmp_path / "envfile-path"
     child = ("import os, signal, sys, time\n"
@@ -112,6 +117,7 @@ def test_sigterm_reaches_child_and_env_file_removed(secrets, tmp_path):
     assert not os.path.exists(env_file)
 
 
+@pytest.mark.sqlite_only("signals and the env file: the same on both engines")
 def test_env_file_removed_after_child_killed(secrets, tmp_path):
     out = tmp_path / "secrets.env"
     r = secrets("exec", "-s", "app/api.token", "--env-file-out", str(out), "--", "sh", "-c",
@@ -121,6 +127,7 @@ def test_env_file_removed_after_child_killed(secrets, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.sqlite_only("shell quoting: the same on both engines")
 def test_env_sh_survives_eval(secrets):
     sh = secrets.ok("env", "-s", "app/db-password", "-s", "app/api.token").text
     p = subprocess.run(["sh", "-c", sh + '\nprintf "%s|%s" "$DB_PASSWORD" "$API_TOKEN"'], capture_output=True,

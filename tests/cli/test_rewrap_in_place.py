@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from kmshelp import Kms, base_env
 
 COUNTS = ("rewrapped", "current", "skipped", "failed")
@@ -84,6 +86,7 @@ def _tree(vault: Kms, tmp: Path) -> dict:
     return {"root": root, "files": files, "other": other}
 
 
+@pytest.mark.sqlite_only("the walk over a tree: the same on both engines")
 def test_mixed_tree_dry_run_then_rewrap_then_all_current(vault, tmp_path):
     t = _tree(vault, tmp_path)
     root = t["root"]
@@ -189,6 +192,7 @@ def test_revoked_version_is_counted_failed_exit_6(vault, tmp_path):
     assert f.read_bytes() == before
 
 
+@pytest.mark.sqlite_only("usage errors before the vault is used")
 def test_usage_errors_change_nothing(vault, tmp_path):
     vault.ok("key", "create", "k")
     d = tmp_path / "d"
@@ -213,6 +217,7 @@ def test_usage_errors_change_nothing(vault, tmp_path):
     assert f.read_bytes() == before
 
 
+@pytest.mark.sqlite_only("the walk over a tree: the same on both engines")
 def test_symlinks_inside_a_tree_are_not_followed(vault, tmp_path):
     vault.ok("key", "create", "k")
     tree, outside = tmp_path / "tree", tmp_path / "outside"
@@ -254,6 +259,7 @@ def _temps(root: Path) -> list[Path]:
     return [p for p in root.rglob(".kms-cli-*")]
 
 
+@pytest.mark.sqlite_only("SIGKILL and the file swap: the same on both engines")
 def test_sigkill_mid_file_then_run_again_finishes(vault, tmp_path):
     vault.ok("key", "create", "k")
     root = tmp_path / "d"
@@ -278,6 +284,7 @@ def test_sigkill_mid_file_then_run_again_finishes(vault, tmp_path):
     assert not _temps(root)
 
 
+@pytest.mark.sqlite_only("SIGKILL and the file swap: the same on both engines")
 def test_temporary_file_exists_after_sigkill_until_next_command(vault, tmp_path):
     vault.ok("key", "create", "k")
     f = tmp_path / "f.kms"
@@ -290,6 +297,7 @@ def test_temporary_file_exists_after_sigkill_until_next_command(vault, tmp_path)
     assert not _temps(tmp_path)
 
 
+@pytest.mark.sqlite_only("SIGKILL and the file swap: the same on both engines")
 def test_external_sigkill_at_a_random_moment(vault, tmp_path):
     vault.ok("key", "create", "k")
     root = tmp_path / "d"

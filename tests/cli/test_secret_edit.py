@@ -136,6 +136,7 @@ def test_editor_that_changes_nothing_stores_nothing(ed, tmp_path):
     _no_leftovers(ed, tmp_path)
 
 
+@pytest.mark.sqlite_only("the editor's file: the same on both engines")
 def test_final_newline_added_by_the_editor_is_not_a_change(ed, tmp_path):
     """The stored value has no final newline: an editor that saves it with one changes nothing;
     an edit that ends in a newline is stored without it."""
@@ -159,6 +160,7 @@ def test_final_newline_added_by_the_editor_is_not_a_change(ed, tmp_path):
     assert ed.ok("secret", "get", "app/nl").out == b"line\nmore\n"
 
 
+@pytest.mark.sqlite_only("which editor runs: the same on both engines")
 def test_visual_wins_and_is_split_like_a_shell_word_list(ed, tmp_path):
     editor = _script(tmp_path, "my editor.py", f"""
         open(path, "wb").write({NEW!r})
@@ -171,6 +173,7 @@ def test_visual_wins_and_is_split_like_a_shell_word_list(ed, tmp_path):
     assert ed.ok("secret", "get", "app/cert.pem").out == NEW
 
 
+@pytest.mark.sqlite_only("the editor's file: the same on both engines")
 def test_editor_replacing_the_file_by_rename_and_leaving_swap_files(ed, tmp_path):
     editor = _script(tmp_path, "rename.py", f"""
         d = os.path.dirname(path)
@@ -190,6 +193,7 @@ def test_editor_replacing_the_file_by_rename_and_leaving_swap_files(ed, tmp_path
 
 # -- failures: nothing stored, nothing left ----------------------------------------------------
 
+@pytest.mark.sqlite_only("the editor's exit: the same on both engines")
 def test_editor_exiting_non_zero_stores_nothing_exit_2(ed, tmp_path):
     editor = _script(tmp_path, "fail.py", f"""
         open(path, "wb").write({NEW!r})
@@ -204,6 +208,7 @@ def test_editor_exiting_non_zero_stores_nothing_exit_2(ed, tmp_path):
     assert json.loads(r.err.splitlines()[-1])["error"]["exit"] == 2
 
 
+@pytest.mark.sqlite_only("the editor's exit: the same on both engines")
 def test_editor_killed_by_a_signal_stores_nothing(ed, tmp_path):
     editor = _script(tmp_path, "die.py", f"""
         open(path, "wb").write({NEW!r})
@@ -240,6 +245,7 @@ def test_missing_secret_is_exit_3_with_a_hint_and_no_editor(ed, tmp_path):
     _no_leftovers(ed, tmp_path)
 
 
+@pytest.mark.sqlite_only("which editor runs: the same on both engines")
 def test_editor_not_found_is_127_before_anything_is_read(ed, tmp_path):
     n = len(audit(ed))
     r = ed("secret", "edit", "app/cert.pem", env={"EDITOR": "no-such-editor-anywhere --wait"})
@@ -249,6 +255,7 @@ def test_editor_not_found_is_127_before_anything_is_read(ed, tmp_path):
     assert r.code == 2 and "$EDITOR" in r.err
 
 
+@pytest.mark.sqlite_only("which editor runs: the same on both engines")
 def test_default_editor_is_vi_and_says_so(ed, tmp_path):
     bindir = tmp_path / "bin"
     bindir.mkdir()
@@ -310,6 +317,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+@pytest.mark.sqlite_only("signals and clean-up: the same on both engines")
 def test_signal_while_editing_stops_the_editor_and_removes_everything(ed, tmp_path, sig):
     p, editor_pid = _start(ed, tmp_path, _sleeping_editor(tmp_path))
     private = Path(_seen(tmp_path)["argv"][-1]).parent
@@ -324,6 +332,7 @@ def test_signal_while_editing_stops_the_editor_and_removes_everything(ed, tmp_pa
     _no_leftovers(ed, tmp_path)
 
 
+@pytest.mark.sqlite_only("signals and clean-up: the same on both engines")
 def test_sigkill_leaves_the_directory_to_the_next_command_once_the_editor_is_gone(ed, tmp_path):
     p, editor_pid = _start(ed, tmp_path, _sleeping_editor(tmp_path, rename=True))
     private = Path(_seen(tmp_path)["argv"][-1]).parent

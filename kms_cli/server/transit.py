@@ -588,6 +588,6 @@ ROUTES = [
     _r(("POST", "PUT"), rf"/v1/transit/keys/{_NAME}/config", config_key),
     _r(("POST", "PUT"), rf"/v1/transit/keys/{_NAME}", create_key),
     _r(("GET",), rf"/v1/transit/keys/{_NAME}", read_key, writes=False),
-    _r(("LIST",), r"/v1/transit/keys/?", list_keys, writes=False),
+    _r(("LIST",), r"/v1/transit/keys(?:/)?", list_keys, writes=False),
 ]
 

@@ -17,6 +17,9 @@ Signatures are `vault:v<N>:` + base64 of the algorithm's standard signature of t
 Vault makes them, verifiable with the public key from a key read): Ed25519 (RFC 8032), ECDSA P-256
 with SHA-256 (DER, or r||s with `marshaling_algorithm=jws`), RSASSA-PSS with SHA-256 (salt 32).
 
+The envelope itself is made and opened by `vault/data.py`'s helpers (the data key's wrap, the
+payload suites), in memory here rather than streamed.
+
 Key versions follow kms-cli's policy, not Vault's minimum versions: only the key's active version
 encrypts, signs and makes data keys (older versions are decrypt-only after a rotation); a revoked,
 destroyed or expired version decrypts and verifies nothing.
@@ -194,6 +197,8 @@ def _split(text, what: str) -> tuple[int, str]:
     tag = parts[1]
     if not (tag.startswith("v") and tag[1:].isascii() and tag[1:].isdigit() and len(tag) < 12):
         raise TransitError(f"invalid {what}: version number could not be decoded")
+    if int(tag[1:]) < 1:
+        raise VersionError(TOO_OLD)
     return int(tag[1:]), parts[2]
 
 
@@ -535,19 +540,23 @@ def list_keys(vault, under: str) -> list[str]:
         return [k.name for k in rows.load_keys(vault, under)]
 
 
+def _after_write(vault, full: str) -> dict:
+    """The key as the request that just changed it leaves it (that request's entry records it)."""
+    with vault.store.read():
+        return _describe(vault, rows.load_key(vault, full))
+
+
 def create_key(vault, full: str, type_: str, rotate_every: int | None) -> tuple[bool, dict]:
-    """Create key `full` of Vault type `type_` (an existing key is left as it is, as Vault does):
-    (created, its description)."""
+    """Create key `full` of Vault type `type_` (an existing key is left as it is, as Vault does, and
+    the request is recorded as a read of it): (created, its description)."""
     algorithm = algorithm_for(type_)
     with vault.store.write():  # the check and the creation in one transaction
         if vault.store.key(full) is None:
             keys.create(vault, vault.ns.relative(full), algorithm, rotate_every, None, {})
-            created = True
-        else:
-            created = False
-        return created, read_key(vault, full)
+            return True, _after_write(vault, full)
+        return False, read_key(vault, full)
 
 
 def rotate_key(vault, full: str) -> dict:
     keys.rotate(vault, vault.ns.relative(full))
-    return read_key(vault, full)
+    return _after_write(vault, full)

@@ -126,8 +126,6 @@ def bao():
     server.stop()
 
 
-pytestmark = pytest.mark.server
-
 
 # -- comparing shapes -------------------------------------------------------------------------------
 
@@ -180,6 +178,7 @@ def both(srv, bao):
 
 # -- transit: encrypt, decrypt -------------------------------------------------------------------------
 
+@pytest.mark.server  # compared with a real OpenBao
 def test_encrypt_and_decrypt_have_vaults_shapes(both):
     srv, bao = both
     for name in ("aes", "cha"):
@@ -196,6 +195,7 @@ def test_encrypt_and_decrypt_have_vaults_shapes(both):
     assert data(srv("POST", "/v1/transit/decrypt/aes", {"ciphertext": data(empty)["ciphertext"]})) == {"plaintext": ""}
 
 
+@pytest.mark.server  # compared with a real OpenBao
 def test_the_ciphertext_is_a_kms_cli_envelope_bound_to_the_key(both):
     srv, _ = both
     c = data(srv("POST", "/v1/transit/encrypt/aes", {"plaintext": P}))["ciphertext"]
@@ -210,6 +210,7 @@ def test_the_ciphertext_is_a_kms_cli_envelope_bound_to_the_key(both):
             400, {"errors": ["cipher: message authentication failed"]})
 
 
+@pytest.mark.server  # compared with a real OpenBao
 def test_context_is_bound_to_the_ciphertext(both):
     srv, bao = both
     ctx = base64.b64encode(b"tenant=1").decode()
@@ -231,6 +232,7 @@ def test_context_is_bound_to_the_ciphertext(both):
     {"ciphertext": "vault:vx:AAAA"},
     {"ciphertext": "vault:v1:%%%"},
 ])
+@pytest.mark.server  # compared with a real OpenBao
 def test_decrypt_refusals_match_vault(both, body):
     srv, bao = both
     same(srv("POST", "/v1/transit/decrypt/aes", body), bao("POST", "/v1/transit/decrypt/aes", body))
@@ -242,6 +244,7 @@ def test_decrypt_refusals_match_vault(both, body):
     {"plaintext": P, "key_version": 9},
     {"plaintext": P, "key_version": "x"},
 ])
+@pytest.mark.server  # compared with a real OpenBao
 def test_encrypt_refusals_match_vault(both, body):
     srv, bao = both
     ours, theirs = srv("POST", "/v1/transit/encrypt/aes", body), bao("POST", "/v1/transit/encrypt/aes", body)
@@ -252,6 +255,7 @@ def test_encrypt_refusals_match_vault(both, body):
         assert ours == theirs
 
 
+@pytest.mark.server  # compared with a real OpenBao
 def test_missing_keys_and_wrong_purposes_match_vault(both):
     srv, bao = both
     c = data(srv("POST", "/v1/transit/encrypt/aes", {"plaintext": P}))["ciphertext"]
@@ -275,6 +279,7 @@ def test_encrypt_creates_a_missing_key_only_for_a_token_that_may_create_keys(srv
 
 # -- batches -------------------------------------------------------------------------------------------
 
+@pytest.mark.server  # compared with a real OpenBao
 def test_batch_encrypt_and_decrypt_answer_per_item_like_vault(both):
     srv, bao = both
     batch = {"batch_input": [{"plaintext": P}, {"plaintext": "%%"}, {"plaintext": P, "reference": "r1"}]}
@@ -317,6 +322,7 @@ def test_a_batch_is_one_audit_entry_with_its_counts(srv):
 
 # -- rewrap, datakey -------------------------------------------------------------------------------------
 
+@pytest.mark.server  # compared with a real OpenBao
 def test_rewrap_and_datakey_have_vaults_shapes(both):
     srv, bao = both
     for call in (srv, bao):
@@ -347,6 +353,7 @@ def test_rewrap_and_datakey_have_vaults_shapes(both):
 
 # -- sign, verify ------------------------------------------------------------------------------------------
 
+@pytest.mark.server  # compared with a real OpenBao
 @pytest.mark.parametrize("name", ["ed", "ec", "rsa"])
 def test_sign_and_verify_have_vaults_shapes(both, name):
     srv, bao = both
@@ -361,6 +368,7 @@ def test_sign_and_verify_have_vaults_shapes(both, name):
         assert data(out) == {"valid": valid}
 
 
+@pytest.mark.server  # compared with a real OpenBao
 def test_signatures_are_standard_and_check_with_the_published_key(both):
     """An Ed25519 signature over the input itself, with the key read's public key (as a Vault
     client checks it without Vault)."""
@@ -377,6 +385,7 @@ def test_signatures_are_standard_and_check_with_the_published_key(both):
     serialization.load_pem_public_key(pem).verify(der, b"hello", ec.ECDSA(hashes.SHA256()))
 
 
+@pytest.mark.server  # compared with a real OpenBao
 def test_sign_options_and_batches(both):
     srv, bao = both
     # hash in the path (bao write transit/sign/ec/sha2-256), JWS marshaling (r || s, base64url)
@@ -411,6 +420,7 @@ def test_sign_options_and_batches(both):
 
 # -- keys -------------------------------------------------------------------------------------------------
 
+@pytest.mark.server  # compared with a real OpenBao
 @pytest.mark.parametrize("name", ["aes", "cha", "ed", "ec", "rsa"])
 def test_key_read_has_vaults_shape(both, name):
     srv, bao = both
@@ -431,6 +441,7 @@ def test_key_read_has_vaults_shape(both, name):
             b["keys"]["1"]["public_key"].startswith("-----BEGIN PUBLIC KEY-----")
 
 
+@pytest.mark.server  # compared with a real OpenBao
 def test_key_create_rotate_and_list(both):
     srv, bao = both
     for body in ({"type": "foo"}, {"auto_rotate_period": "30m"}):
@@ -508,6 +519,7 @@ def test_a_token_reaches_only_its_operations_and_namespace(srv):
 
 # -- KV version 2 ----------------------------------------------------------------------------------------
 
+@pytest.mark.server  # compared with a real OpenBao
 def test_kv_write_read_and_metadata_have_vaults_shapes(both):
     srv, bao = both
     for call in (srv, bao):
@@ -541,6 +553,7 @@ def test_kv_write_read_and_metadata_have_vaults_shapes(both):
     assert srv("POST", "/v1/secret/data/db", {"data": {"value": "a", "user": "b"}})[0] == 400
 
 
+@pytest.mark.server  # compared with a real OpenBao
 def test_kv_list_delete_and_mounts(both):
     srv, bao = both
     for call in (srv, bao):
@@ -583,3 +596,48 @@ def test_kv_values_that_json_cannot_carry_and_expired_versions(srv):
     srv("POST", "/v1/secret/data/bin/v", {"data": {"value": "hunter2"}})
     status, body = srv("POST", "/v1/secret/data/bin/v", {"data": {"value": "hunter3"}, "options": {"cas": 7}})
     assert status == 400 and "hunter" not in json.dumps(body)
+
+
+# -- kms-cli's own algorithms and envelopes ----------------------------------------------------------
+
+@pytest.mark.parametrize("type_", ["ml-kem-768", "rsa-oaep-3072", "x25519-ml-kem-768"])
+def test_kms_cli_encryption_algorithms_through_the_api(srv, type_):
+    name = f"alg/{type_}"
+    key = data(srv("POST", f"/v1/transit/keys/{name}", {"type": type_}))
+    assert key["type"] == type_ and key["supports_encryption"] and not key["supports_signing"]
+    assert key["keys"]["1"]["public_key"].startswith("-----BEGIN PUBLIC KEY-----")
+    c = data(srv("POST", f"/v1/transit/encrypt/{name}", {"plaintext": P, "context": "Y3R4"}))["ciphertext"]
+    assert data(srv("POST", f"/v1/transit/decrypt/{name}", {"ciphertext": c, "context": "Y3R4"}))["plaintext"] == P
+    srv("POST", f"/v1/transit/keys/{name}/rotate", {})
+    c2 = data(srv("POST", f"/v1/transit/rewrap/{name}", {"ciphertext": c, "context": "Y3R4"}))["ciphertext"]
+    assert c2.startswith("vault:v2:")
+    assert data(srv("POST", f"/v1/transit/decrypt/{name}", {"ciphertext": c2, "context": "Y3R4"}))["plaintext"] == P
+
+
+@pytest.mark.parametrize("type_", ["ml-dsa-65", "ecdsa-secp256k1", "rsa-4096"])
+def test_kms_cli_signature_algorithms_through_the_api(srv, type_):
+    name = f"alg/{type_}"
+    srv("POST", f"/v1/transit/keys/{name}", {"type": type_})
+    sig = data(srv("POST", f"/v1/transit/sign/{name}", {"input": P}))["signature"]
+    assert data(srv("POST", f"/v1/transit/verify/{name}", {"input": P, "signature": sig})) == {"valid": True}
+    assert data(srv("POST", f"/v1/transit/verify/{name}", {"input": "", "signature": sig})) == {"valid": False}
+
+
+def test_api_ciphertexts_are_kms_cli_envelopes_both_ways(srv):
+    """An API ciphertext is `vault:vN:` + base64 of what `kms-cli encrypt` writes, so either side
+    opens the other's (the API's context is the pair transit.context=<base64>)."""
+    import io
+
+    from kms_cli.vault import data as vault_data
+
+    srv("POST", "/v1/transit/keys/both/ways", {})
+    ctx = base64.b64encode(b"tenant 7").decode()
+    c = data(srv("POST", "/v1/transit/encrypt/both/ways", {"plaintext": P, "context": ctx}))["ciphertext"]
+    out = io.BytesIO()
+    vault_data.decrypt(srv.vault, [("transit.context", ctx)], io.BytesIO(base64.b64decode(c.split(":", 2)[2])), out)
+    assert out.getvalue() == b"hello"
+    blob = io.BytesIO()
+    vault_data.encrypt(srv.vault, "both/ways", [], io.BytesIO(b"from the cli"), blob)
+    opened = data(srv("POST", "/v1/transit/decrypt/both/ways",
+                      {"ciphertext": "vault:v1:" + base64.b64encode(blob.getvalue()).decode()}))
+    assert base64.b64decode(opened["plaintext"]) == b"from the cli"

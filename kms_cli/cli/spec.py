@@ -262,6 +262,30 @@ COMMANDS = (
     Cmd(("token", "revoke"), "Revoke a token: refused from its next request on.", "kms_cli.cli.token_cmds:revoke",
         args=(Arg("name", "The token's name.", metavar="NAME"),),
         examples=(("Revoke a token", "kms-cli token revoke billing"),)),
+    # -- the HTTP API --------------------------------------------------------
+    Cmd(("serve",), "Serve the vault over HTTPS with Vault's transit and KV v2 API, until SIGTERM.",
+        "kms_cli.cli.serve_cmds:serve",
+        opts=(Opt(("--listen",), "listen", "Address and port to listen on (port 0: any free port).",
+                  metavar="HOST:PORT", default="127.0.0.1:8200"),
+              Opt(("--tls-cert",), "tls_cert", "Certificate chain (PEM); read again on SIGHUP.", metavar="FILE"),
+              Opt(("--tls-key",), "tls_key", "Its private key (PEM, unencrypted); read again on SIGHUP.",
+                  metavar="FILE"),
+              Opt(("--no-tls",), "no_tls", "Plain HTTP, only on a loopback address.", kind="flag"),
+              Opt(("--rate-limit",), "rate_limit", "Requests per token, as N/s (or N/m); 0 turns it off.",
+                  metavar="N/s", default_doc="100/s"),
+              Opt(("--token-rate",), "token_rate", "Another rate for the token NAME (repeatable).", kind="multi",
+                  metavar="NAME=N/s"),
+              Opt(("--max-body",), "max_body", "Largest request body, e.g. 64KiB (larger: 413).", metavar="SIZE",
+                  default_doc="1MiB")),
+        epilog="TLS 1.3 only (older handshakes are refused). The vault is unlocked once at start and held until "
+               "the server stops. Requests carry `Authorization: Bearer TOKEN` or `X-Vault-Token: TOKEN` (see "
+               "token create); each is audited with the token's name and the client address, and answered only "
+               "once its audit entry is on disk. SIGHUP reloads the certificate and key; SIGTERM or SIGINT stops "
+               "accepting, answers the requests in flight and exits 0.",
+        examples=(("Serve on Vault's port with a certificate", "kms-cli serve --tls-cert cert.pem --tls-key key.pem"),
+                  ("Plain HTTP for a local test", "kms-cli serve --listen 127.0.0.1:8200 --no-tls"),
+                  ("All interfaces, a higher rate for one token", "kms-cli serve --listen 0.0.0.0:8200 --tls-cert "
+                   "cert.pem --tls-key key.pem --rate-limit 50/s --token-rate billing=500/s"))),
     # -- audit ---------------------------------------------------------------
     Cmd(("audit", "log"), "Show audit entries.", "kms_cli.cli.audit_cmds:log",
         opts=(Opt(("--since",), "since", "Only entries newer than DUR ago.", metavar="DUR", kind="dur"),

@@ -220,11 +220,13 @@ class App:
             key = hash(presented)
             name = self.known.get(key)
             rate = settings.token_rates.get(name, settings.rate) if name is not None else settings.rate
-            if name is None and self.denials.empty(host, settings.rate, now):
-                wait = max(self.denials.take(host, settings.rate, now), 1.0 / max(settings.rate, 1.0))
-                return label, 429, {"errors": ["rate limit exceeded"]}, _retry_after(wait)
+            suspect = name is None  # not (yet) seen to authenticate
         else:
             key, rate = ("client", host), settings.rate
+            suspect = found.route.needs_token  # will be refused
+        # a client whose requests keep being refused (each one audited) waits before more are tried
+        if suspect and self.denials.empty(host, settings.rate, now):
+            return label, 429, {"errors": ["rate limit exceeded"]}, _retry_after(1.0 / max(settings.rate, 1.0))
         wait = self.limiter.take(key, rate, now)
         if wait:
             return label, 429, {"errors": ["rate limit exceeded"]}, _retry_after(wait)

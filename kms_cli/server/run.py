@@ -264,7 +264,7 @@ def serve(vault, lst: Listener, settings, *, render_health=None, say=None, warn=
         loop = "asyncio"
     config = uvicorn.Config(app, http=Protocol, loop=loop, lifespan="off", log_config=None, access_log=False,
                             server_header=False, proxy_headers=False, timeout_keep_alive=KEEP_ALIVE,
-                            limit_concurrency=MAX_CONNECTIONS, backlog=BACKLOG, timeout_graceful_shutdown=GRACE)
+                            limit_concurrency=_connection_limit(), backlog=BACKLOG, timeout_graceful_shutdown=GRACE)
     config.load()
     config.ssl = lst.ssl_ctx
 
@@ -339,6 +339,23 @@ def serve(vault, lst: Listener, settings, *, render_health=None, say=None, warn=
         raise UnavailableError(f"could not serve on {lst.url}")
     say("stopped: every request in flight was answered")
     return 0
+
+
+def _connection_limit() -> int:
+    """MAX_CONNECTIONS, within the descriptors this process may open (the soft limit raised to the
+    hard one where it is lower): past it a new request is 503, not an accept() failing for everyone."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = MAX_CONNECTIONS + 64
+        if soft != resource.RLIM_INFINITY and soft < want:
+            new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+        return MAX_CONNECTIONS if soft == resource.RLIM_INFINITY else max(16, min(MAX_CONNECTIONS, soft - 64))
+    except (ImportError, ValueError, OSError):
+        return MAX_CONNECTIONS
 
 
 # -- memory, logs ------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from kms_cli.server.api import ApiError, Forbidden
 MAX_BATCH = 64          # jobs in one transaction at most
 TOUCH_EVERY = 60.0      # seconds between two updates of a token's `last_used`
 DENIED = {"errors": ["permission denied"]}
+UNAVAILABLE = {"errors": ["the vault is unavailable; the request was not performed"]}
 _STOP = object()
 
 
@@ -91,9 +92,9 @@ def error_response(exc: BaseException) -> tuple[int, dict]:
         elif isinstance(exc, (UsageError, IntegrityError, StateError, AlreadyExistsError)):
             status = 400
         elif isinstance(exc, UnavailableError):
-            status = 503
+            return 503, UNAVAILABLE
         else:
-            status = 500
+            return 500, {"errors": ["internal error"]}  # the message may name server-side things
         return status, {"errors": [exc.message.splitlines()[0] if exc.message else "error"]}
     return 500, {"errors": ["internal error"]}
 
@@ -108,6 +109,7 @@ class Worker:
         self._key: bytes | None = None
         self._touched: dict[str, float] = {}
         self._entries: list | None = None  # the entries the current job appended (see _record_appends)
+        self._appended = 0  # entries appended in the current batch
         self.pid = os.getpid()
         # counters for /v1/sys/metrics (read by the metrics handler in this same thread)
         self.stats = {"batches": 0, "jobs": 0, "commit_failures": 0, "max_batch": 0}
@@ -153,6 +155,7 @@ class Worker:
 
     def _run_batch(self, batch: list[Job]) -> None:
         store = self.vault.store
+        self._appended = 0
         try:
             with store.write():
                 for job in batch:
@@ -161,7 +164,8 @@ class Worker:
         except BaseException as exc:  # noqa: BLE001 - BEGIN or COMMIT failed: nothing of the batch is durable
             self._fail_all(batch, exc)
             return
-        self.last_commit_ok = time.time()
+        if self._appended:  # a batch that wrote nothing proves nothing about the disk
+            self.last_commit_ok = time.time()
         self.stats["batches"] += 1
         self.stats["jobs"] += len(batch)
         if len(batch) > self.stats["max_batch"]:
@@ -172,9 +176,8 @@ class Worker:
         why = exc.message if isinstance(exc, KmsError) else type(exc).__name__
         self.last_commit_error = (time.time(), why)
         self._say(f"a batch of {len(batch)} request(s) failed to commit its audit entries: {why}")
-        body = {"errors": ["the request could not be recorded in the audit log; nothing was done"]}
         for job in batch:
-            job.result = (503, body, ())
+            job.result = (503, UNAVAILABLE, ())
 
     def _run_job(self, job: Job) -> None:
         vault, req, route = self.vault, job.req, job.route
@@ -204,6 +207,8 @@ class Worker:
             self._replay(entries)
             self._denied(req, None if name in ("", "-") else name, exc.why, op)
             job.result = (403, DENIED, ())
+        except UnavailableError:
+            raise  # the store failed (a full disk, a lost server): the whole batch fails, 503 for each
         except (ApiError, KmsError) as exc:
             self._replay(entries)
             job.result = (*error_response(exc), ())
@@ -251,6 +256,7 @@ class Worker:
 
         def recording_append(op, target=None, version=None, result="ok", error=None, extra=None):
             entry = append(op, target, version, result, error, extra)
+            worker._appended += 1
             if worker._entries is not None:
                 worker._entries.append((op, target, version, result, error, extra))
             return entry

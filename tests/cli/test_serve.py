@@ -418,3 +418,72 @@ def test_sighup_reloads_the_certificate(tmp_path):
     assert _peer_fingerprint(server.port) == _fingerprint(new_cert)
     assert server.stop() == 0
     assert "Traceback" not in server.err
+
+
+# -- fail-closed ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A real 2 MiB tmpfs (needs root to mount)."""
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mnt)], capture_output=True,
+                       text=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip() or p.returncode}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_a_request_whose_audit_entry_cannot_be_committed_fails_503(tmp_path, small_fs):
+    env = base_env(tmp_path)
+    env["KMS_CLI_VAULT"] = str(small_fs / "vault.db")
+    kms = Kms(tmp_path, env)
+    kms.ok("init")
+    kms.ok("key", "create", "app/k")
+    token = kms.ok("token", "create", "t", "--allow", "encrypt,health").text.strip()
+    server = Server(kms)
+    try:
+        assert _encrypt(server, token).status_code == 200
+        filler = small_fs / "filler"
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        for _ in range(2):
+            r = _encrypt(server, token)
+            assert r.status_code == 503 and "data" not in r.json() and r.json()["errors"], r.text
+            assert str(small_fs) not in r.text  # no server-side detail for the client
+        health = server.request("GET", "/v1/sys/health")
+        assert health.status_code == 503 and health.json()["status"] == "failing"
+        filler.unlink()
+        assert _encrypt(server, token).status_code == 200
+        assert server.request("GET", "/v1/sys/health").status_code == 200
+    finally:
+        assert server.stop() == 0
+    encrypts = [e for e in kms.ok("--json", "audit", "log").json_lines() if e["op"] == "encrypt"]
+    assert [e["result"] for e in encrypts] == ["ok", "ok"]  # the refused ones left nothing behind
+    kms.ok("audit", "verify")
+    assert "Traceback" not in server.err and "failed to commit" in server.err
+
+
+def test_a_client_whose_requests_keep_being_refused_is_slowed_down(tmp_path):
+    kms = Kms(tmp_path, base_env(tmp_path))
+    kms.ok("init")
+    kms.ok("key", "create", "app/k")
+    good = kms.ok("token", "create", "good", "--allow", "encrypt").text.strip()
+    server = Server(kms, "--rate-limit", "5/s")
+    try:
+        assert _encrypt(server, good).status_code == 200
+        codes = [_encrypt(server, "kms." + "B" * 43).status_code for _ in range(15)]
+        assert codes[0] == 403 and 429 in codes, codes
+        assert _encrypt(server, good).status_code == 200  # a token known to be good is not held up
+    finally:
+        assert server.stop() == 0
+    denied = [e for e in kms.ok("--json", "audit", "log").json_lines() if e["op"] == "http.denied"]
+    assert 1 <= len(denied) == codes.count(403) <= 8

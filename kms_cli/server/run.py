@@ -215,6 +215,7 @@ def serve(vault, lst: Listener, settings, *, render_health=None, say=None, warn=
         def connection_made(self, transport) -> None:
             self._head_timer = None
             self._head_bytes = 0
+            self._list = False
             super().connection_made(transport)
             self._head_timer = self.loop.call_later(HEADER_TIMEOUT, self._head_late)
 
@@ -224,8 +225,15 @@ def serve(vault, lst: Listener, settings, *, render_health=None, say=None, warn=
                 self.transport.close()
 
         def data_received(self, data: bytes) -> None:
-            if self._head_timer is None and (self.cycle is None or self.cycle.response_complete):
-                self._head_timer = self.loop.call_later(HEADER_TIMEOUT, self._head_late)
+            if self.cycle is None or self.cycle.response_complete:  # a new request's head begins here
+                if self._head_timer is None:
+                    self._head_timer = self.loop.call_later(HEADER_TIMEOUT, self._head_late)
+                if data[:5] == b"LIST ":
+                    # Vault's LIST method (hvac sends it): llhttp knows no such method and would refuse
+                    # the request, so it is read as GET with ?list=true, which the app takes for LIST
+                    # (as Vault does). A LIST split across reads, or pipelined, is still refused.
+                    data = b"GET " + data[5:]
+                    self._list = True
             super().data_received(data)
 
         def on_message_begin(self) -> None:
@@ -238,17 +246,20 @@ def serve(vault, lst: Listener, settings, *, render_health=None, say=None, warn=
                 raise ValueError("request head too large")  # httptools: a parser error, 400 and close
             super().on_url(url)
 
+        def on_headers_complete(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+            if self._list:
+                self._list = False
+                self.url += b"&list=true" if b"?" in self.url else b"?list=true"
+            super().on_headers_complete()
+
         def on_header(self, name: bytes, value: bytes) -> None:
             self._head_bytes += len(name) + len(value) + 4
             if self._head_bytes > MAX_HEAD:
                 raise ValueError("request head too large")
             super().on_header(name, value)
-
-        def on_headers_complete(self) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
-            super().on_headers_complete()
 
         def connection_lost(self, exc) -> None:
             if self._head_timer is not None:

@@ -122,6 +122,7 @@ def site(tmp_path_factory):
                        ("enc", ["--allow", "encrypt", "--namespace", "app"]),
                        ("slow", ["--allow", "encrypt", "--namespace", "app"]),
                        ("gone", ["--allow", "decrypt"]),
+                       ("reader", ["--allow", "key.read"]),
                        ("short", ["--allow", "decrypt", "--ttl", "2s"])):
         tokens[name] = kms.ok("token", "create", name, *args).text.strip()
     cert, key = make_pair(tmp)
@@ -233,6 +234,23 @@ def test_body_limit_malformed_json_and_unknown_paths(site):
     # PUT is POST (the bao CLI), and the server still works after all that
     r = server.request("PUT", "/v1/transit/encrypt/app/k", tokens["app"], json={"plaintext": _b64(b"y")})
     assert r.status_code == 200 and r.json()["data"]["ciphertext"].startswith("vault:v")
+
+
+def test_vaults_list_method_and_get_with_list_true(site):
+    kms, server, tokens, cert = site
+    ctx = ssl.create_default_context(cafile=str(cert))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            for _ in range(2):  # twice on one keep-alive connection
+                tls.sendall(b"LIST /v1/transit/keys HTTP/1.1\r\nHost: x\r\nX-Vault-Token: "
+                            + tokens["reader"].encode() + b"\r\n\r\n")
+                data = b""
+                while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+                    data += tls.recv(65536)
+                assert data.startswith(b"HTTP/1.1 200 "), data[:200]
+                assert "app/k" in json.loads(data.split(b"\r\n\r\n", 1)[1])["data"]["keys"]
+    r = server.request("GET", "/v1/transit/keys?list=true", tokens["reader"])
+    assert r.status_code == 200 and "app/k" in r.json()["data"]["keys"]
 
 
 def test_a_token_over_its_rate_gets_429_with_retry_after(site):

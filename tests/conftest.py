@@ -74,8 +74,11 @@ def pg_cluster():
     except ImportError:
         skip_or_fail("psycopg is not installed (pip install 'kms-cli[postgres]')")
     cluster = Cluster().start()
-    cluster.psql(f'CREATE DATABASE "kms" OWNER {cluster.role} TEMPLATE template0 LOCALE_PROVIDER icu '
-                 "ICU_LOCALE 'en-US' LOCALE 'C'")
+    try:
+        cluster.psql(f'CREATE DATABASE "kms" OWNER {cluster.role} TEMPLATE template0 LOCALE_PROVIDER icu '
+                     "ICU_LOCALE 'en-US' LOCALE 'C'")
+    except RuntimeError:  # before PostgreSQL 15, or built without ICU: the cluster's collation (C)
+        cluster.createdb("kms")
     yield cluster
     cluster.stop()
 

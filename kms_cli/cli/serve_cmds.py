@@ -37,6 +37,16 @@ def parse_size(value: str) -> int:
     return int(m.group(1)) * _UNITS[(m.group(2) or "").lower() or None]
 
 
+def _flushed(ctx, write, message: str) -> None:
+    """A line on stderr now: a supervisor (or a test) waits for "serving ..." (stderr may be a pipe
+    the agent handed over, not line-buffered)."""
+    write(message)
+    try:
+        ctx.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
 def serve(ctx, listen, tls_cert, tls_key, no_tls, rate_limit, token_rate, max_body) -> int:
     from kms_cli.hardening import no_core_dumps
     from kms_cli.server import run
@@ -61,6 +71,6 @@ def serve(ctx, listen, tls_cert, tls_key, no_tls, rate_limit, token_rate, max_bo
 
         with ctx.vault() as vault:
             return run.serve(vault, lst, settings, render_health=prometheus.health,
-                             say=lambda m: ctx.info(m), warn=ctx.warn)
+                             say=lambda m: _flushed(ctx, ctx.info, m), warn=lambda m: _flushed(ctx, ctx.warn, m))
     finally:
         lst.close()

@@ -505,3 +505,25 @@ def test_a_client_whose_requests_keep_being_refused_is_slowed_down(tmp_path):
         assert server.stop() == 0
     denied = [e for e in kms.ok("--json", "audit", "log").json_lines() if e["op"] == "http.denied"]
     assert 1 <= len(denied) == codes.count(403) <= 8
+
+
+# -- the agent ------------------------------------------------------------------------------------
+
+def test_serve_unlocks_through_the_agent(tmp_path):
+    """A passphrase vault held by the agent: serve needs no passphrase; the client's SIGTERM reaches
+    the server the agent runs for it, which answers and exits 0."""
+    from agenthelp import passphrase_vault, stop_agent, unlock
+
+    kms = passphrase_vault(tmp_path)
+    try:
+        kms.ok("agent", "start")
+        unlock(kms)
+        kms.ok("key", "create", "app/k")
+        token = kms.ok("token", "create", "t", "--allow", "encrypt").text.strip()
+        server = Server(kms)
+        assert _encrypt(server, token).status_code == 200
+        assert server.stop() == 0
+        assert "Traceback" not in server.err and "stopped" in server.err
+    finally:
+        stop_agent(kms)
+    assert kms("--no-agent", "serve", "--listen", "127.0.0.1:0", "--no-tls").code == 4  # no agent, no passphrase: no unlock

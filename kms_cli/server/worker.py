@@ -4,7 +4,9 @@ The event loop never touches the vault. It hands each request to this thread as 
 route, the parsed `Request`, the presented token) through a queue and awaits the job's future.
 The thread takes every job waiting (up to MAX_BATCH), opens ONE write transaction, and runs each
 job in a savepoint of its own (`store.savepoint()`): authenticate the token against the vault
-(every request: a revocation takes effect at the next one), set the audit actor to the token's
+(every request, in the batch's transaction: a revocation committed before it takes effect; a
+token's row is read once per batch, since nothing changes it inside that transaction, and its
+expiry checked for each request), set the audit actor to the token's
 name and the client address, run the handler (which calls the vault layer; its `operation`s join
 the batch's transaction and append their audit entries to it). Then it commits once (one fsync
 for the whole batch) and only then resolves the jobs' futures, in one hop to the loop: each
@@ -30,6 +32,7 @@ import sys
 import threading
 import time
 
+from kms_cli import durations
 from kms_cli.errors import (AlreadyExistsError, IntegrityError, KmsError, NotFoundError, StateError,
                             UnavailableError, UsageError)
 from kms_cli.server.api import ApiError, Forbidden
@@ -110,6 +113,7 @@ class Worker:
         self._touched: dict[str, float] = {}
         self._entries: list | None = None  # the entries the current job appended (see _record_appends)
         self._appended = 0  # entries appended in the current batch
+        self._batch_tokens: dict = {}  # presented token -> its row, authenticated in the current batch
         self.pid = os.getpid()
         # counters for /v1/sys/metrics (read by the metrics handler in this same thread)
         self.stats = {"batches": 0, "jobs": 0, "commit_failures": 0, "max_batch": 0}
@@ -164,6 +168,8 @@ class Worker:
         except BaseException as exc:  # noqa: BLE001 - BEGIN or COMMIT failed: nothing of the batch is durable
             self._fail_all(batch, exc)
             return
+        finally:
+            self._batch_tokens.clear()
         if self._appended:  # a batch that wrote nothing proves nothing about the disk
             self.last_commit_ok = time.time()
         self.stats["batches"] += 1
@@ -224,10 +230,16 @@ class Worker:
         from kms_cli.vault import tokens
 
         vault = self.vault
+        presented = job.presented
+        known = self._batch_tokens.get(presented) if presented else None
+        if known is not None and tokens.state_of(known, durations.now()) == "active":
+            return known  # read in this same transaction by an earlier job of the batch: nothing changed it
         if self._key is None:
             self._key = tokens.token_key(vault)  # None until a token was ever created
         try:
-            return tokens.authenticate(vault, job.presented, self._key)
+            t = tokens.authenticate(vault, presented, self._key)
+            self._batch_tokens[presented] = t
+            return t
         except tokens.Denied as exc:
             if not job.route.needs_token:
                 return None  # sys/health: a bad token is no token

@@ -281,6 +281,59 @@ def test_a_client_leaving_mid_request_harms_nobody(site):
     assert _encrypt(server, tokens["app"]).status_code == 200
 
 
+@pytest.mark.slow
+def test_slow_and_idle_clients_are_bounded(site):
+    """A request head that never ends is cut after 10 s, a body that never ends is 408 after 10 s,
+    an idle keep-alive connection is closed after 5 s (the three at once)."""
+    kms, server, tokens, cert = site
+    ctx = ssl.create_default_context(cafile=str(cert))
+    outcome = {}
+
+    def connect():
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        return ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+
+    def read_all(tls) -> bytes:
+        data = b""
+        try:
+            while chunk := tls.recv(65536):
+                data += chunk
+        except (ssl.SSLError, OSError):
+            pass
+        return data
+
+    def slow_head():
+        with connect() as tls:
+            tls.sendall(b"POST /v1/transit/encrypt/app/k HTTP/1.1\r\nHost: x\r\n")
+            t0 = time.monotonic()
+            outcome["head"] = (read_all(tls), time.monotonic() - t0)
+
+    def slow_body():
+        with connect() as tls:
+            tls.sendall(b"POST /v1/transit/encrypt/app/k HTTP/1.1\r\nHost: x\r\nX-Vault-Token: "
+                        + tokens["app"].encode() + b"\r\nContent-Length: 100\r\n\r\n{\"plaintext\": ")
+            t0 = time.monotonic()
+            outcome["body"] = (read_all(tls), time.monotonic() - t0)
+
+    def idle():
+        with connect() as tls:
+            tls.sendall(b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            t0 = time.monotonic()
+            outcome["idle"] = (read_all(tls), time.monotonic() - t0)
+
+    threads = [threading.Thread(target=f) for f in (slow_head, slow_body, idle)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(40)
+    data, took = outcome["head"]
+    assert b"HTTP/1.1 200" not in data and 8 < took < 20, (data[:100], took)
+    data, took = outcome["body"]
+    assert data.startswith(b"HTTP/1.1 408 ") and 8 < took < 20, (data[:100], took)
+    data, took = outcome["idle"]
+    assert data.startswith(b"HTTP/1.1 200 ") and 4 < took < 15, (data[:100], took)
+
+
 # -- sys ------------------------------------------------------------------------------------------
 
 def test_health_without_and_with_a_token_and_metrics(site):

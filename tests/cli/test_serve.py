@@ -580,3 +580,28 @@ def test_serve_unlocks_through_the_agent(tmp_path):
     finally:
         stop_agent(kms)
     assert kms("--no-agent", "serve", "--listen", "127.0.0.1:0", "--no-tls").code == 4  # no agent, no passphrase: no unlock
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------------
+
+@pytest.mark.server
+def test_serve_a_postgresql_vault(pg_vault):
+    kms = pg_vault
+    kms.ok("key", "create", "app/k")
+    token = kms.ok("token", "create", "t", "--allow", "encrypt,decrypt,health").text.strip()
+    server = Server(kms)
+    try:
+        ct = _encrypt(server, token).json()["data"]["ciphertext"]
+        r = server.request("POST", "/v1/transit/decrypt/app/k", token, json={"ciphertext": ct})
+        assert r.status_code == 200 and base64.b64decode(r.json()["data"]["plaintext"]) == b"x" * 64
+        health = server.request("GET", "/v1/sys/health", token).json()
+        checks = {c["name"]: c["status"] for c in health["checks"]}
+        assert health["status"] == "healthy" and checks["vault.server"] == "ok", health
+        kms.ok("token", "revoke", "t")  # another process's write, seen at the next request
+        assert _encrypt(server, token).status_code == 403
+    finally:
+        assert server.stop() == 0
+    ops = [(e["op"], e["result"]) for e in kms.ok("--json", "audit", "log").json_lines()]
+    assert ("encrypt", "ok") in ops and ("decrypt", "ok") in ops and ("http.denied", "denied") in ops
+    kms.ok("audit", "verify")
+    assert "Traceback" not in server.err

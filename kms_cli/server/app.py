@@ -156,13 +156,14 @@ class App:
         except Exception as exc:  # noqa: BLE001 - never a traceback to the client or on stderr
             self._say(f"internal error in {label}: {type(exc).__name__}")
             status, payload, headers = 500, {"errors": ["internal error"]}, (_CLOSE,)
-        if payload is None:
-            body, kind = b"", _JSON
-        elif type(payload) is Raw:
-            body, kind = payload.body, (b"content-type", payload.content_type.encode())
+        if payload is None:  # 204: no body, so no Content-Length or Content-Type either
+            body, hdrs = b"", [_NO_STORE, *headers]
         else:
-            body, kind = json.dumps(payload, separators=(",", ":")).encode(), _JSON
-        hdrs = [kind, (b"content-length", str(len(body)).encode()), _NO_STORE, *headers]
+            if type(payload) is Raw:
+                body, kind = payload.body, (b"content-type", payload.content_type.encode())
+            else:
+                body, kind = json.dumps(payload, separators=(",", ":")).encode(), _JSON
+            hdrs = [kind, (b"content-length", str(len(body)).encode()), _NO_STORE, *headers]
         await send({"type": "http.response.start", "status": status, "headers": hdrs})
         await send({"type": "http.response.body", "body": body})
         self.metrics.observe(label, status, time.perf_counter() - t0)
@@ -239,8 +240,9 @@ class App:
             if raw:
                 try:
                     body = json.loads(raw)
-                except (ValueError, UnicodeDecodeError) as exc:
-                    why = exc.msg if isinstance(exc, json.JSONDecodeError) else "invalid UTF-8"
+                except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+                    why = (exc.msg if isinstance(exc, json.JSONDecodeError) else
+                           "nested too deeply" if isinstance(exc, RecursionError) else "invalid UTF-8")
                     return label, 400, {"errors": [f"failed to parse JSON input: {why}"]}, ()
                 if not isinstance(body, dict):
                     return label, 400, {"errors": ["failed to parse JSON input: expected a JSON object"]}, ()

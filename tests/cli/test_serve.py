@@ -224,7 +224,7 @@ def test_body_limit_malformed_json_and_unknown_paths(site):
     big = server.request("POST", "/v1/transit/encrypt/app/k", tokens["app"], data=b"{" + b" " * (1 << 20) + b"}",
                          headers={"Content-Type": "application/json"})
     assert big.status_code == 413 and big.json()["errors"]
-    for body in (b'{"plaintext": ', b"\xff\xfe", b"[1, 2]", b'"text"'):
+    for body in (b'{"plaintext": ', b"\xff\xfe", b"[1, 2]", b'"text"', b"[" * 100_000 + b"]" * 100_000):
         r = server.request("POST", "/v1/transit/encrypt/app/k", tokens["app"], data=body)
         assert r.status_code == 400 and r.json()["errors"][0].startswith("failed to parse JSON input"), body
     r = server.request("GET", "/v1/nowhere/at/all", tokens["app"])

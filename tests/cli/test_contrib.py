@@ -36,3 +36,16 @@ def test_the_timer_is_daily_and_catches_up():
     timer = _unit("kms-cli-rotate.timer")
     assert timer.get("Timer", "OnCalendar") == "daily" and timer.get("Timer", "Persistent") in ("true", "yes")
     assert timer.get("Install", "WantedBy") == "timers.target"
+
+
+def test_the_serve_unit_runs_a_command_the_cli_accepts():
+    """kms-cli-serve.service: serve with TLS files, reload by SIGHUP, stop by SIGTERM, no core dumps."""
+    svc = _unit("kms-cli-serve.service")
+    argv = shlex.split(svc.get("Service", "ExecStart"))
+    assert argv[:2] == ["/usr/bin/env", "kms-cli"]
+    parsed = parse(argv[2:])
+    assert tuple(parsed.cmd.path) == ("serve",)
+    assert parsed.params["tls_cert"].endswith("server.crt") and parsed.params["tls_key"].endswith("server.key")
+    assert svc.get("Service", "ExecReload") == "/bin/kill -HUP $MAINPID"
+    assert svc.get("Service", "KillSignal") == "SIGTERM" and svc.get("Service", "LimitCORE") == "0"
+    assert svc.get("Service", "UMask") == "0077"

@@ -6,7 +6,9 @@ the batch's write transaction and a savepoint of its own (store.savepoint()), so
 write through the vault layer (`kms_cli.vault.*`) as a command does; its audit entry is written by
 the vault layer's own `vault.operation(...)` with `req.vault.audit.actor` set to the token's name and
 the client address for the duration of the call. It returns the JSON object to send with status 200
-(Vault's shape: `{"data": {...}}`, built by the handler) or None for 204, or raises:
+(Vault's shape: `{"data": {...}}`, built by the handler) or None for 204 (another status with a JSON
+body: set `req.extra["status"]`, or return a `(status, body)` tuple; a body that is not JSON, e.g.
+Prometheus text: return `worker.Raw(bytes, content_type)`), or raises:
   - ApiError(status, message): that status and `{"errors": [message]}`;
   - Forbidden (from req.authorize): 403 `{"errors": ["permission denied"]}`, audited as denied;
   - a KmsError: mapped by app.py (NotFoundError 404, UsageError 400, IntegrityError 400 "failed
@@ -41,10 +43,10 @@ class Request:
     path: str                        # /v1/transit/encrypt/app/k
     params: dict[str, str]           # the route's named groups (e.g. {"name": "app/k"})
     query: dict[str, str]            # ?version=2 ...
-    body: dict[str, Any] | None      # parsed JSON object (None for no body)
-    client: str                      # "127.0.0.1:53412"
-    vault: Any = None                # the unlocked kms_cli.vault.Vault (set by the worker)
-    token: Any = None                # the authenticated rows.TokenRecord (None for sys/health without one)
+    body: dict[str, Any] | None = field(repr=False)  # parsed JSON object (None for no body): may hold plaintext
+    client: str = ""                 # "127.0.0.1:53412"
+    vault: Any = field(default=None, repr=False)  # the unlocked kms_cli.vault.Vault (set by the worker)
+    token: Any = field(default=None, repr=False)  # the authenticated rows.TokenRecord (None: sys/health without one)
     extra: dict = field(default_factory=dict)
 
     def authorize(self, op: str, name: str | None) -> None:

@@ -177,6 +177,15 @@ def postgres(work: str, env: dict, quick: bool) -> None:
         subprocess.run([PY, script] + (["--quick"] if quick else []), env=env, check=True)
 
 
+def serve(work: str, env: dict, quick: bool) -> None:
+    """issue 16: `kms-cli serve` under wrk (TLS 1.3, keep-alive, 16 connections) beside an OpenBao dev
+    server: transit decrypt/encrypt, KV read, a batch of 100 (scripts/bench_serve.py)."""
+    script = os.path.join(ROOT, "scripts", "bench_serve.py")
+    if os.path.exists(script):
+        print("\n== serve: requests/s and latency under wrk beside OpenBao (TLS, keep-alive, 16 connections) ==")
+        subprocess.run([PY, script] + (["--quick"] if quick else []), env=env, check=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mb", type=int, default=1024)
@@ -184,7 +193,7 @@ def main() -> None:
     ap.add_argument("--secrets", type=int, default=10_000)
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     ap.add_argument("--only", choices=("throughput", "cold-start", "agent", "audit", "sign", "rewrap",
-                                           "recipients", "postgres"))
+                                           "recipients", "postgres", "serve"))
     args = ap.parse_args()
     if args.quick:
         args.size_mb, args.reps, args.secrets = 64, 1, 1000
@@ -210,6 +219,8 @@ def main() -> None:
             recipients(work, env, args.quick)
         if args.only in (None, "postgres"):
             postgres(work, env, args.quick)
+        if args.only in (None, "serve"):
+            serve(work, env, args.quick)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

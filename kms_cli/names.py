@@ -91,3 +91,15 @@ class Namespace:
 
     def relative(self, full: str) -> str:
         return full[len(self.prefix) + 1 :] if self.prefix else full
+
+
+def utf8_text(value: str | None, what: str) -> str | None:
+    """Text kms-cli stores (a description, a reason, a label's or tag's K=V): valid UTF-8 (an argv
+    byte that is not decodes to a lone surrogate, which no vault column can hold): else exit 2."""
+    if value is None:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"the {what} is not valid UTF-8 text") from None
+    return value

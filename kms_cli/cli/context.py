@@ -187,12 +187,14 @@ class Ctx:
             human(obj)
 
     def parse_pairs(self, items, what: str) -> list[tuple[str, str]]:
+        from kms_cli.names import utf8_text
+
         out = []
         for item in items or []:
             k, eq, v = item.partition("=")
             if not eq or not k:
                 raise UsageError(f"invalid {what} {item.split('=', 1)[0]!r}: expected K=V")
-            out.append((k, v))
+            out.append((utf8_text(k, what), utf8_text(v, what)))
         return out
 
     def parse_map(self, items, what: str) -> dict[str, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from kms_cli import algorithms, durations
+from kms_cli import algorithms, durations, names
 from kms_cli.wording import article
 from kms_cli.errors import AlreadyExistsError, NotFoundError, StateError, UsageError
 from kms_cli.vault import rows
@@ -116,6 +116,7 @@ def _new_version(vault, k: KeyRecord, alg, version: int, now: float) -> None:
 
 def create(vault, name: str, algorithm: str, rotate_every: int | None, description: str | None,
            labels: dict[str, str]) -> dict:
+    names.utf8_text(description, "description")
     alg = algorithms.get(algorithm)
     full = vault.ns.full(name)
     with vault.operation("key.create", full, 1) as rec:
@@ -250,6 +251,7 @@ def rotate_due(vault, dry_run: bool = False) -> list[dict]:
 
 
 def revoke(vault, name: str, version: int | None, reason: str) -> dict:
+    names.utf8_text(reason, "reason")
     full = vault.ns.full(name)
     with vault.operation("key.revoke", full, version) as rec:
         k = _find(vault, name)

@@ -239,3 +239,16 @@ def test_hostile_namespaces(box, ns):
         assert r.code == 0, (ns, r.err)
     else:
         clean_error(r, 2)
+
+
+def test_text_options_that_are_not_utf8_are_exit_2(vault):
+    """A description, reason, label or tag is stored text: bytes that are not UTF-8 in argv (they
+    arrive as lone surrogates) are refused up front, not an internal error."""
+    import os
+
+    bad = os.fsdecode(b"\xff")
+    vault.ok("key", "create", "k")
+    for args in (["key", "create", "k2", "--description", bad], ["key", "create", "k3", "--label", f"a={bad}"],
+                 ["key", "revoke", "k", "--reason", bad], ["secret", "put", "s", "--tag", f"{bad}=1"]):
+        r = vault(*args, input=b"v")
+        assert r.code == 2 and "not valid UTF-8" in r.err and "Traceback" not in r.err, args

@@ -268,7 +268,44 @@ def prometheus_text(m, worker) -> str:
     return "\n".join(out) + "\n"
 
 
+def _envelope(data: dict) -> dict:
+    return {"request_id": "", "lease_id": "", "renewable": False, "lease_duration": 0, "data": data,
+            "wrap_info": None, "warnings": None, "auth": None}
+
+
+def lookup_self(req):
+    """GET auth/token/lookup-self: what Vault clients ask to learn whether their token works (hvac's
+    is_authenticated(), `bao token lookup`). Any valid token may; the token itself is never echoed."""
+    from kms_cli.vault import tokens
+
+    if req.token is None:
+        raise ApiError(403, "permission denied")
+    with req.vault.operation("token.lookup", tokens.target(req.token.name), write=False):
+        info = tokens.describe(req.token)
+    r = req.token.row
+    ttl = max(0, int(r["expires"] - time.time())) if r["expires"] is not None else 0
+    return _envelope({"display_name": f"token-{info['name']}", "expire_time": info["expires"], "ttl": ttl,
+                      "creation_time": int(r["created"]), "policies": info["allow"], "renewable": False,
+                      "meta": {"namespace": info["namespace"]}, "type": "service", "num_uses": 0,
+                      "path": "auth/token/create", "orphan": True})
+
+
+def seal_status(req):
+    """GET sys/seal-status (no token, as Vault): a serving vault is unlocked, i.e. unsealed."""
+    engine = "postgresql" if req.vault.store.location.startswith("postgresql://") else "sqlite"
+    return {"type": "kms-cli", "initialized": True, "sealed": False, "t": 1, "n": 1, "progress": 0, "nonce": "",
+            "version": __version__, "migration": False, "recovery_seal": False, "storage_type": engine}
+
+
+def init_status(req):
+    """GET sys/init (no token, as Vault)."""
+    return {"initialized": True}
+
+
 ROUTES = [
     Route(("GET",), re.compile(r"/v1/sys/health"), health, needs_token=False, writes=False),
     Route(("GET",), re.compile(r"/v1/sys/metrics"), metrics, writes=False),
+    Route(("GET",), re.compile(r"/v1/sys/seal-status"), seal_status, needs_token=False, writes=False),
+    Route(("GET",), re.compile(r"/v1/sys/init"), init_status, needs_token=False, writes=False),
+    Route(("GET",), re.compile(r"/v1/auth/token/lookup-self"), lookup_self, writes=False),
 ]

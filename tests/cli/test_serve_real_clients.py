@@ -272,6 +272,19 @@ def test_hvac_lists_with_the_list_method(served):
 
 # -- the bao CLI ---------------------------------------------------------------------------------
 
+def test_hvac_is_authenticated_sealed_and_initialized(served):
+    """What applications ask first: is my token good (auth/token/lookup-self), is the vault
+    initialized and unsealed (sys/init, sys/seal-status, no token)."""
+    good = served.hvac()
+    assert good.is_authenticated() is True
+    info = good.auth.token.lookup_self()["data"]
+    assert info["display_name"] == "token-all" and "id" not in info
+    assert served.tokens["all"] not in json.dumps(info)
+    assert served.hvac(token="kms.not-a-token").is_authenticated() is False
+    anonymous = served.hvac(token=None)
+    assert anonymous.sys.is_initialized() is True and anonymous.sys.is_sealed() is False
+
+
 def bao_env(served: Served, prefix: str) -> dict:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(served.tmp / "home"),
            f"{prefix}_ADDR": served.url, f"{prefix}_CACERT": str(served.cert), "BAO_TOKEN": served.tokens["all"],

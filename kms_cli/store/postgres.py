@@ -126,6 +126,9 @@ class Location:
         if "#" in uri:  # a fragment: never meant (a '#' in a user name or password must be %23)
             raise UsageError("invalid PostgreSQL vault URI: '#' is not allowed (percent-encode it as %23)",
                              hint=_URI_FORM)
+        if "@" in parts.path or "@" in parts.query:  # `//u/:pw@/`: a password slid into the path or query
+            raise UsageError("invalid PostgreSQL vault URI: '@' after the host (percent-encode it as %40)",
+                             hint=_URI_FORM)
         if parts.password is not None or any(k in ("password", "sslpassword") for k, _ in query):
             raise _password_refused()
         schemas = [v for k, v in query if k == "vault"]
@@ -138,12 +141,20 @@ class Location:
         try:
             self.params = conninfo_to_dict(libpq_uri)
         except psycopg.Error as exc:
-            raise UsageError(f"invalid PostgreSQL vault URI: {_first_line(exc)}", hint=_URI_FORM) from None
+            raise UsageError(f"invalid PostgreSQL vault URI: {_quoted_names_only(_first_line(exc))}",
+                             hint=_URI_FORM) from None
         self.conninfo = libpq_uri
         self.shown = canonical(uri)
 
     def __repr__(self) -> str:
         return f"Location({self.shown!r})"
+
+
+def _quoted_names_only(message: str) -> str:
+    """libpq's parse error with each quoted part kept only when it is a parameter's name: it quotes
+    pieces of the URI, and a malformed one can hold a password in a place no parser calls one."""
+    return re.sub(r'"([^"]*)"', lambda m: m.group(0) if re.fullmatch(r"[A-Za-z_]{1,40}", m.group(1)) else '"…"',
+                  message)
 
 
 def _password_refused() -> UsageError:

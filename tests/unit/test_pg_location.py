@@ -64,3 +64,14 @@ def test_glob_translation_matches_fnmatch(pattern, name):
     if "[" in pattern or "]" in pattern:  # bracket sets: SQLite's GLOB and fnmatch differ on edge cases
         return
     assert bool(re.match(_glob_regex(pattern), name, re.S)) == fnmatch.fnmatchcase(name, pattern)
+
+
+def test_a_password_in_a_place_no_parser_calls_one_is_not_echoed():
+    """Found by the property above: `postgresql://?@:PW@/?=` puts the password in a query libpq
+    quotes back in its error."""
+    with pytest.raises(UsageError) as err:
+        Location(f"postgresql://?@:{SECRET}@/?=")
+    assert SECRET not in err.value.message
+    with pytest.raises(UsageError) as err:
+        Location("postgresql://h/db?bogus=1")
+    assert '"bogus"' in err.value.message  # a parameter's name is still named

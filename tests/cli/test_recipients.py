@@ -271,7 +271,7 @@ def test_fifty_recipients_and_no_match_is_one_short_line(vault, tmp_path):
     assert "any of the 8 recipients" in first and "and 3 more" in first and str(stranger) in first
     assert lines[0] not in first and lines[0][:12] + "…" + lines[0][-6:] in first
     assert "slot 1 (env:KMS_CLI_MASTER_KEY): not configured here" in first
-    assert len(first) < 400
+    assert len(first.replace(str(stranger), "")) < 350  # short, whatever the identity file's path
     r = vault("secret", "list", env=NO_KEY)
     assert r.code == 4 and "no identity given for the recipient slots" in r.err and "--identity FILE" in r.err
     assert vault.ok("--identity", str(tmp_path / "id7.txt"), "secret", "list", env=NO_KEY).code == 0

@@ -114,6 +114,9 @@ class Vault:
             vault_id = _vault_id(store, store.location)
             slots = [dict(r) for r in store.slots()]
             legacy = store.get_meta("auth") != rows.AUTH_VERSION
+            # the slot set's MAC from the same snapshot: checked below against these very slots (on a
+            # database server, a second snapshot just to re-read them was ~6 round trips a command)
+            slot_set = (store.get_meta("slots_seq"), store.get_meta("slots_mac"))
         if not slots:
             raise IntegrityError("the vault has no slots", hint="the vault file was edited outside kms-cli")
         held = _held(vault_id, slots) if HELD is not None else None
@@ -123,8 +126,7 @@ class Vault:
         if legacy:
             rows.upgrade(vault)
         else:
-            with store.read():
-                rows.verify_slot_set(store, vault_id, vault.subkeys.slot)
+            rows.verify_slot_set(store, vault_id, vault.subkeys.slot, read=(slots, *slot_set))
         if not is_uri(options.path) and restore_leftovers(options.path):
             cleanup_after_restore(options.path)  # a restore keeps the old vault until a successful unlock
         return vault

@@ -451,9 +451,13 @@ def seal_slot_set(vault, *, keys=None) -> None:
     vault.store.set_meta("slots_mac", slot_set_mac(slot_key, vault.vault_id, vault.store.slots(), seq).hex())
 
 
-def verify_slot_set(store, vault_id: bytes, slot_key: bytes) -> None:
-    seq, mac = store.get_meta("slots_seq"), store.get_meta("slots_mac")
-    slots = store.slots()
+def verify_slot_set(store, vault_id: bytes, slot_key: bytes, read=None) -> None:
+    """`read`: (slots, slots_seq, slots_mac) already read in one snapshot (Vault.open), else read now."""
+    if read is not None:
+        slots, seq, mac = read
+    else:
+        seq, mac = store.get_meta("slots_seq"), store.get_meta("slots_mac")
+        slots = store.slots()
     try:
         ok = seq is not None and mac is not None and equal(
             slot_set_mac(slot_key, vault_id, slots, int(seq)), bytes.fromhex(mac))

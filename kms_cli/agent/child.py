@@ -171,7 +171,11 @@ def serve(sock, fields: list[bytes], peer_pid: int, held: dict, events_fd: int) 
         path, h, cmd = _held_for(argv, held)
     except Exception:  # noqa: BLE001 - a bad command line, a bad config: the client reports it itself
         path, h, cmd = None, None, None
-    current = _fingerprint(path, keep=True) if h is not None else None
+    # `health` probes the vault file with a plain open()/close() (store/sqlite.probe): a close drops
+    # every POSIX lock this process holds on the file, SQLite's included, so health gets no adopted
+    # connection (it opens its own after the probe, as without the agent)
+    keep = cmd is None or tuple(cmd.path) != ("health",)
+    current = _fingerprint(path, keep=keep) if h is not None else None
     if h is None or current is None or current != (h.vault_id, h.fingerprint):
         if h is not None:
             tell(f"forget {h.vault_id}")  # the file at that path is another vault now, or its slots changed

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import re
 import zlib
-from contextlib import contextmanager
 from time import monotonic
 from typing import Iterator
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -319,8 +318,6 @@ class PostgresStore(SQLStore):
         self.path = None
         self.conn = conn
         self.timeout = timeout
-        self._depth = 0
-        self._writing = False
         self.on_begin = None
         self._lost: KmsError | None = None  # why the connection was lost: said again by the next attempt
 
@@ -363,7 +360,7 @@ class PostgresStore(SQLStore):
         store = cls.connect(uri, timeout)
         schema = store.where.schema
         try:
-            with store.write(lock=True):
+            with store.write():
                 if store.schema_version() and not force:
                     raise AlreadyExistsError(f"a vault already exists at {store.location}",
                                              hint="pass --force to replace it")
@@ -424,18 +421,10 @@ class PostgresStore(SQLStore):
             if stmt.strip():
                 self.run(stmt)
 
-    # -- transactions --------------------------------------------------------
-    @contextmanager
-    def write(self, lock: bool = True) -> Iterator["PostgresStore"]:
-        """One write transaction, after every other writer of this vault (the advisory lock)."""
-        if self._depth:
-            if not self._writing:
-                raise RuntimeError("a write inside a read snapshot (take the write transaction first)")
-            with self._joined():
-                yield self
-            return
+    # -- transactions (the frame is SQLStore's) ------------------------------------
+    def _begin_write(self) -> None:
+        """Begin, then wait for the vault's lock (up to LOCK_WAIT_S), then the usual bound: one round trip."""
         ms = max(1, int(self.timeout * 1000))
-        # one round trip: begin, wait for the vault's lock (up to LOCK_WAIT_S), then the usual bound
         bound = getattr(self.conn, "bound", None)
         if bound is not None:
             self.conn.bound = _bound(max(self.timeout, LOCK_WAIT_S))
@@ -448,16 +437,12 @@ class PostgresStore(SQLStore):
         finally:
             if bound is not None:
                 self.conn.bound = bound
-        self._depth, self._writing = 1, True
-        try:
-            if self.on_begin is not None:
-                self.on_begin()
-            yield self
-        except BaseException as exc:
-            self._depth, self._writing = 0, False
-            self._rollback(exc)
-            raise
-        self._depth, self._writing = 0, False
+
+    def _begin_read(self) -> None:
+        """REPEATABLE READ, read only: a standby serves it too."""
+        self._exec_txn("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+
+    def _commit(self) -> None:
         try:
             self._exec_txn("COMMIT")
         except UnavailableError as exc:
@@ -471,34 +456,6 @@ class PostgresStore(SQLStore):
         except BaseException as exc:
             self._rollback(exc)
             raise
-
-    @contextmanager
-    def read(self) -> Iterator["PostgresStore"]:
-        """One consistent snapshot (REPEATABLE READ, read only: a standby serves it too)."""
-        if self._depth:
-            with self._joined():
-                yield self
-            return
-        self._exec_txn("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        self._depth = 1
-        try:
-            if self.on_begin is not None:
-                self.on_begin()
-            yield self
-        except BaseException as exc:
-            self._depth = 0
-            self._rollback(exc)
-            raise
-        self._depth = 0
-        self._exec_txn("COMMIT")
-
-    @contextmanager
-    def _joined(self) -> Iterator["PostgresStore"]:
-        self._depth += 1
-        try:
-            yield self
-        finally:
-            self._depth -= 1
 
     def _exec_txn(self, sql: str) -> None:
         if self._lost is not None and self.conn.closed:
@@ -530,9 +487,6 @@ class PostgresStore(SQLStore):
         except psycopg.Error:
             pass  # the connection is gone: the server rolled the transaction back itself
 
-    @property
-    def in_transaction(self) -> bool:
-        return self._depth > 0
 
     # -- SQL -----------------------------------------------------------------
     def one(self, sql: str, params: tuple = ()):

@@ -22,6 +22,79 @@ class SQLStore(Store):
     # text (PostgreSQL's ' COLLATE "C"': a database's own collation, en_US say, sorts otherwise)
     BYTES = ""
 
+    # -- transactions: the frame both engines share --------------------------------------------
+    # An engine gives _begin_write (serializing writers), _begin_read (one snapshot), _commit, and
+    # _rollback(exc) (which must not raise: the error being raised is the one to report).
+    _depth = 0
+    _writing = False
+
+    @contextmanager
+    def write(self) -> Iterator["SQLStore"]:
+        """One write transaction (nested calls join the outer one; never inside a read snapshot)."""
+        if self._depth:
+            if not self._writing:
+                raise RuntimeError("a write inside a read snapshot (take the write transaction first)")
+            with self._joined():
+                yield self
+            return
+        self._begin_write()
+        self._depth, self._writing = 1, True
+        try:
+            if self.on_begin is not None:
+                self.on_begin()
+            yield self
+        except BaseException as exc:
+            self._depth, self._writing = 0, False
+            self._rollback(exc)
+            raise
+        self._depth, self._writing = 0, False
+        self._commit()
+
+    @contextmanager
+    def read(self) -> Iterator["SQLStore"]:
+        """A consistent snapshot: every read inside sees the vault as of one commit."""
+        if self._depth:
+            with self._joined():
+                yield self
+            return
+        self._begin_read()
+        self._depth = 1
+        try:
+            if self.on_begin is not None:
+                self.on_begin()
+            yield self
+        except BaseException as exc:
+            self._depth = 0
+            self._rollback(exc)
+            raise
+        self._depth = 0
+        self._commit()
+
+    @contextmanager
+    def _joined(self) -> Iterator["SQLStore"]:
+        """A nested transaction: it joins the outer one (which alone commits or rolls back)."""
+        self._depth += 1
+        try:
+            yield self
+        finally:
+            self._depth -= 1
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._depth > 0
+
+    def _begin_write(self) -> None:
+        raise NotImplementedError
+
+    def _begin_read(self) -> None:
+        raise NotImplementedError
+
+    def _commit(self) -> None:
+        raise NotImplementedError
+
+    def _rollback(self, exc: BaseException | None = None) -> None:
+        raise NotImplementedError
+
     # -- the engine's part ------------------------------------------------------------------
     def one(self, sql: str, params: tuple = ()) -> Row | None:
         raise NotImplementedError

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from contextlib import contextmanager
 from typing import Iterator
 
 from kms_cli.errors import AlreadyExistsError, IntegrityError, KmsError, NotFoundError, UnavailableError
@@ -267,8 +266,6 @@ class SQLiteStore(SQLStore):
     def __init__(self, path: str, conn: sqlite3.Connection):
         self.path = self.location = path
         self.conn = conn
-        self._depth = 0
-        self._writing = False
         # Called at the start of every outermost transaction, inside it: the vault checks there
         # that the root key it holds is still the vault's (`master rotate` may have committed).
         self.on_begin = None
@@ -334,58 +331,19 @@ class SQLiteStore(SQLStore):
                         self.run(stmt)
             self.run(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
-    # -- transactions --------------------------------------------------------
-    @contextmanager
-    def write(self) -> Iterator["SQLiteStore"]:
-        """One write transaction (nested calls join the outer one; never inside a read snapshot)."""
-        if self._depth:
-            if not self._writing:
-                raise RuntimeError("a write inside a read snapshot (take the write transaction first)")
-            with self._joined():
-                yield self
-            return
+    # -- transactions (the frame is SQLStore's) ------------------------------------
+    def _begin_write(self) -> None:
         self._exec_txn("BEGIN IMMEDIATE")
-        self._depth, self._writing = 1, True
-        try:
-            if self.on_begin is not None:
-                self.on_begin()
-            yield self
-        except BaseException:
-            self._depth, self._writing = 0, False
-            self._rollback()
-            raise
-        self._depth, self._writing = 0, False
-        try:
-            self._exec_txn("COMMIT")
-        except BaseException:
-            self._rollback()  # a failed COMMIT (disk full) leaves the transaction open: end it, change nothing
-            raise
 
-    @contextmanager
-    def read(self) -> Iterator["SQLiteStore"]:
-        """A consistent snapshot: every read inside sees the vault as of one commit."""
-        if self._depth:
-            with self._joined():
-                yield self
-            return
+    def _begin_read(self) -> None:
         self._exec_txn("BEGIN")
-        self._depth = 1
-        try:
-            if self.on_begin is not None:
-                self.on_begin()
-            yield self
-        finally:
-            self._depth = 0
-            self._exec_txn("COMMIT")
 
-    @contextmanager
-    def _joined(self) -> Iterator["SQLiteStore"]:
-        """A nested transaction: it joins the outer one (which alone commits or rolls back)."""
-        self._depth += 1
+    def _commit(self) -> None:
         try:
-            yield self
-        finally:
-            self._depth -= 1
+            self._exec_txn("COMMIT")
+        except BaseException as exc:
+            self._rollback(exc)  # a failed COMMIT (disk full) leaves the transaction open: end it, change nothing
+            raise
 
     def _exec_txn(self, sql: str) -> None:
         try:
@@ -393,17 +351,13 @@ class SQLiteStore(SQLStore):
         except sqlite3.Error as exc:
             raise vault_error(exc, self.path, UnavailableError(f"cannot use the vault {self.path}: {exc}")) from exc
 
-    def _rollback(self) -> None:
+    def _rollback(self, exc: BaseException | None = None) -> None:
         """Roll back the open transaction unless SQLite already has (it may, on a full disk)."""
         if self.conn.in_transaction:
             try:
                 self.conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass  # the error being raised is the one to report; closing the connection rolls back
-
-    @property
-    def in_transaction(self) -> bool:
-        return self._depth > 0
 
     # -- SQL (private to this engine: every driver error leaves as a kms_cli error) --
     def one(self, sql: str, params: tuple = ()) -> sqlite3.Row | None:

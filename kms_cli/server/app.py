@@ -31,7 +31,7 @@ from bisect import bisect_left
 from urllib.parse import parse_qsl
 
 from kms_cli.server.api import Request
-from kms_cli.server.worker import Job, Raw, _label
+from kms_cli.server.worker import Job, Raw, _label, say
 
 MAX_BODY = 1 << 20          # bytes (--max-body)
 BODY_TIMEOUT = 10.0         # seconds a client has to send its whole body (408 after)
@@ -290,11 +290,7 @@ class App:
         return b"".join(chunks)
 
     def _say(self, message: str) -> None:
-        try:
-            self.log.write(f"kms-cli: serve: {message}\n")
-            self.log.flush()
-        except (OSError, ValueError):
-            pass
+        say(self.log, message)
 
 
 def _chunked(scope) -> bool:

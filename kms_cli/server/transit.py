@@ -160,6 +160,13 @@ def _reference(item: dict) -> str:
     return ref if isinstance(ref, str) else ("" if ref is None else str(ref))
 
 
+def _batch_results(batch: list, results: list, ok, failed: dict) -> list[dict]:
+    """`batch_results` as Vault gives them: per item `ok(result)`, or `failed`'s fields and the
+    error, each with the item's `reference`."""
+    return [{**failed, "error": _message(r), "reference": _reference(item)} if isinstance(r, Exception)
+            else {**ok(r), "reference": _reference(item)} for item, r in zip(batch, results)]
+
+
 def _run(call):
     """A vault-layer call; a missing key is Vault's 400 with its message, not 404."""
     try:
@@ -217,12 +224,7 @@ def encrypt(req):
     if batch is None:
         version, ciphertext = _single(results)
         return respond({"ciphertext": ciphertext, "key_version": version}, ignored(body, _ENCRYPT))
-    out = []
-    for item, r in zip(batch, results):
-        if isinstance(r, Exception):
-            out.append({"error": _message(r), "reference": _reference(item)})
-        else:
-            out.append({"ciphertext": r[1], "key_version": r[0], "reference": _reference(item)})
+    out = _batch_results(batch, results, lambda r: {"ciphertext": r[1], "key_version": r[0]}, {})
     _batch_status(req, body, results)
     return respond({"batch_results": out}, ignored(body, _ENCRYPT))
 
@@ -270,12 +272,8 @@ def decrypt(req):
     if batch is None:
         _, plaintext = _single(results)
         return respond({"plaintext": base64.b64encode(plaintext).decode()}, ignored(body, _DECRYPT))
-    out = []
-    for item, r in zip(batch, results):
-        if isinstance(r, Exception):
-            out.append({"plaintext": "", "error": _message(r), "reference": _reference(item)})
-        else:
-            out.append({"plaintext": base64.b64encode(r[1]).decode(), "reference": _reference(item)})
+    out = _batch_results(batch, results, lambda r: {"plaintext": base64.b64encode(r[1]).decode()},
+                         {"plaintext": ""})
     _batch_status(req, body, results)
     return respond({"batch_results": out}, ignored(body, _DECRYPT))
 
@@ -303,12 +301,7 @@ def rewrap(req):
     if batch is None:
         version, ciphertext = _single(results)
         return respond({"ciphertext": ciphertext, "key_version": version}, ignored(body, _REWRAP))
-    out = []
-    for item, r in zip(batch, results):
-        if isinstance(r, Exception):
-            out.append({"error": _message(r), "reference": _reference(item)})
-        else:
-            out.append({"ciphertext": r[1], "key_version": r[0], "reference": _reference(item)})
+    out = _batch_results(batch, results, lambda r: {"ciphertext": r[1], "key_version": r[0]}, {})
     return respond({"batch_results": out}, ignored(body, _REWRAP))
 
 
@@ -377,12 +370,7 @@ def sign(req):
     if batch is None:
         version, signature = _single(results)
         return respond({"key_version": version, "signature": signature}, ignored(body, _SIGN))
-    out = []
-    for item, r in zip(batch, results):
-        if isinstance(r, Exception):
-            out.append({"key_version": 0, "error": _message(r), "reference": _reference(item)})
-        else:
-            out.append({"signature": r[1], "key_version": r[0], "reference": _reference(item)})
+    out = _batch_results(batch, results, lambda r: {"signature": r[1], "key_version": r[0]}, {"key_version": 0})
     return respond({"batch_results": out}, ignored(body, _SIGN))
 
 
@@ -408,12 +396,7 @@ def verify(req):
     if batch is None:
         _, valid = _single(results)
         return respond({"valid": valid}, ignored(body, _VERIFY))
-    out = []
-    for item, r in zip(batch, results):
-        if isinstance(r, Exception):
-            out.append({"valid": False, "error": _message(r), "reference": _reference(item)})
-        else:
-            out.append({"valid": r[1], "reference": _reference(item)})
+    out = _batch_results(batch, results, lambda r: {"valid": r[1]}, {"valid": False})
     return respond({"batch_results": out}, ignored(body, _VERIFY))
 
 

@@ -289,11 +289,16 @@ class Worker:
                     pass
 
     def _say(self, message: str) -> None:
-        try:
-            self.log.write(f"kms-cli: serve: {message}\n")
-            self.log.flush()
-        except (OSError, ValueError):
-            pass
+        say(self.log, message)
+
+
+def say(log, message: str) -> None:
+    """One line on the server's log (stderr): never fails the request that says it."""
+    try:
+        log.write(f"kms-cli: serve: {message}\n")
+        log.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def _label(route) -> str:

@@ -29,21 +29,6 @@ def _entries(kms: Kms) -> list[dict]:
 
 # -- a full disk and a read-only vault: exit 7, the real cause, the vault intact ------------------
 
-@pytest.fixture
-def small_fs(tmp_path):
-    """A real 2 MiB tmpfs (needs root to mount)."""
-    mnt = tmp_path / "fs"
-    mnt.mkdir()
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mnt)], capture_output=True,
-                       text=True)
-    if p.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip() or p.returncode}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-
-
 def _fill(directory: Path, leave: int = 0) -> Path:
     """Fill the file system holding `directory` up, then give back `leave` bytes."""
     filler = directory / "filler"

@@ -493,21 +493,6 @@ def test_sighup_reloads_the_certificate(tmp_path):
 
 # -- fail-closed ----------------------------------------------------------------------------------
 
-@pytest.fixture
-def small_fs(tmp_path):
-    """A real 2 MiB tmpfs (needs root to mount)."""
-    mnt = tmp_path / "fs"
-    mnt.mkdir()
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mnt)], capture_output=True,
-                       text=True)
-    if p.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip() or p.returncode}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-
-
 def test_a_request_whose_audit_entry_cannot_be_committed_fails_503(tmp_path, small_fs):
     env = base_env(tmp_path)
     env["KMS_CLI_VAULT"] = str(small_fs / "vault.db")

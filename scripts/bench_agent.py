@@ -76,6 +76,20 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
 
 
+def stop_agent(env: dict, pid: int) -> None:
+    """`agent stop`, then wait up to 5 s for the process to go (SIGKILL after)."""
+    subprocess.run(KMS + ["-q", "agent", "stop"], env=env, capture_output=True)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
 class Agent:
     """The bench's own agent on its own socket; stopped (or killed) at the end whatever happens."""
 
@@ -101,17 +115,7 @@ class Agent:
     def stop(self) -> None:
         if self.pid is None:
             return
-        subprocess.run(KMS + ["-q", "agent", "stop"], env=self.env, capture_output=True)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                os.kill(self.pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.05)
-        else:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
+        stop_agent(self.env, self.pid)
         self.pid = None
 
 

@@ -20,16 +20,16 @@ scripts/bench_postgres.py [--quick]` (kms-cli installed with the `postgres` extr
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from bench_agent import stop_agent  # scripts/ is this script's directory, first on sys.path
 
 PY = sys.executable
 KMS = [os.path.join(os.path.dirname(PY), "kms-cli")]
@@ -113,17 +113,7 @@ class Agent:
     def stop(self) -> None:
         if self.pid is None:
             return
-        subprocess.run(KMS + ["-q", "agent", "stop"], env=self.env, capture_output=True)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                os.kill(self.pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.05)
-        else:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
+        stop_agent(self.env, self.pid)
         self.pid = None
 
 
